@@ -1,0 +1,24 @@
+# One obvious way to run each thing. Every target creates (or reuses) the virtual environment .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test protos bench-horizontal bench-paillier
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+## Runs the main job: a local federation on loopback with mTLS.
+demo: $(BIN)/.installed
+	$(BIN)/fedsuite demo
+
+## Runs the test suite.
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+## Regenerates the committed protobuf code from protos/.
+protos: $(BIN)/.installed
+	$(BIN)/python scripts/gen_protos.py

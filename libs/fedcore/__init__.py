@@ -1,0 +1,1 @@
+"""fedcore: the library the three fedsuite services share. Algorithms here never import grpc."""

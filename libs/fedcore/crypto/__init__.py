@@ -1,0 +1,1 @@
+"""Cryptography: Paillier, pairwise masking, secret sharing, PSI."""

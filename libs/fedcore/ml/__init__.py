@@ -1,0 +1,1 @@
+"""Models as lists of ndarrays, local trainers, aggregators and metrics."""

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for the fedsuite.v1 API."""

@@ -1,0 +1,1 @@
+"""fedsuite: the coordinator, party and arbiter services and the command line."""
