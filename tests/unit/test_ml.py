@@ -14,8 +14,17 @@ from sklearn.model_selection import train_test_split
 
 from fedcore.data import combine_statistics, feature_statistics, standardize
 from fedcore.ml.metrics import Metrics, evaluate, weighted_mean
-from fedcore.ml.models import MLP, LogisticRegression, Model, ModelConfig, VectorModel, Weights, build_model, check_weights
-from fedcore.ml.training import TrainConfig, train_local
+from fedcore.ml.models import (
+    MLP,
+    LogisticRegression,
+    Model,
+    ModelConfig,
+    VectorModel,
+    Weights,
+    build_model,
+    check_weights,
+)
+from fedcore.ml.training import LocalResult, TrainConfig, train_local
 
 BINARY_LR = ModelConfig("logistic_regression", n_features=5, n_classes=2)
 MULTINOMIAL_LR = ModelConfig("logistic_regression", n_features=5, n_classes=4)
@@ -210,13 +219,19 @@ def test_check_weights_rejects_non_finite(bad: float) -> None:
 # --- train_local ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", [ModelConfig("logistic_regression", 30, 2), ModelConfig("mlp", 30, 2, (32,))])
+BREAST_CANCER_LR = ModelConfig("logistic_regression", 30, 2)
+
+
+def _fit(config: ModelConfig, X: np.ndarray, y: np.ndarray, train: TrainConfig) -> tuple[Model, LocalResult]:
+    """Train a freshly (and reproducibly) initialised model."""
+    model = build_model(config)
+    return model, train_local(model, model.init_weights(np.random.default_rng(0)), X, y, train)
+
+
+@pytest.mark.parametrize("config", [BREAST_CANCER_LR, ModelConfig("mlp", 30, 2, (32,))])
 def test_train_local_breast_cancer_auc(config: ModelConfig, breast_cancer) -> None:
     X_train, X_test, y_train, y_test = breast_cancer
-    model = build_model(config)
-    result = train_local(
-        model, model.init_weights(np.random.default_rng(0)), X_train, y_train, TrainConfig(local_epochs=10, alpha=1e-3)
-    )
+    model, result = _fit(config, X_train, y_train, TrainConfig(local_epochs=10, alpha=1e-3))
     assert result.n_samples == len(X_train)
     assert all(w.dtype == np.float32 for w in result.weights)
     assert evaluate(model, result.weights, X_test, y_test).auc > 0.98
@@ -224,30 +239,25 @@ def test_train_local_breast_cancer_auc(config: ModelConfig, breast_cancer) -> No
 
 def test_train_local_multinomial_iris_accuracy(iris) -> None:
     X_train, X_test, y_train, y_test = iris
-    model = build_model(ModelConfig("logistic_regression", 4, 3))
-    result = train_local(model, model.init_weights(np.random.default_rng(0)), X_train, y_train, TrainConfig(local_epochs=50))
+    model, result = _fit(ModelConfig("logistic_regression", 4, 3), X_train, y_train, TrainConfig(local_epochs=50))
     assert evaluate(model, result.weights, X_test, y_test).accuracy > 0.85
 
 
 def test_train_loss_is_mean_over_last_epoch_and_decreases(breast_cancer) -> None:
     X_train, _, y_train, _ = breast_cancer
-    model = build_model(ModelConfig("logistic_regression", 30, 2))
-    start = model.init_weights(np.random.default_rng(0))
-    one = train_local(model, start, X_train, y_train, TrainConfig(local_epochs=1, batch_size=0))
+    _, one = _fit(BREAST_CANCER_LR, X_train, y_train, TrainConfig(local_epochs=1, batch_size=0))
     assert one.train_loss == pytest.approx(math.log(2))  # full batch from zeros: loss before the only step
-    five = train_local(model, start, X_train, y_train, TrainConfig(local_epochs=5))
+    _, five = _fit(BREAST_CANCER_LR, X_train, y_train, TrainConfig(local_epochs=5))
     assert five.train_loss < 0.2
 
 
 def test_l1_with_large_alpha_zeroes_kernels_but_not_bias(breast_cancer) -> None:
     X_train, _, y_train, _ = breast_cancer
-    model = build_model(ModelConfig("logistic_regression", 30, 2))
-    start = model.init_weights(np.random.default_rng(0))
-    sparse = train_local(model, start, X_train, y_train, TrainConfig(local_epochs=3, penalty="l1", alpha=0.05))
-    dense = train_local(model, start, X_train, y_train, TrainConfig(local_epochs=3, penalty="none"))
+    _, sparse = _fit(BREAST_CANCER_LR, X_train, y_train, TrainConfig(local_epochs=3, penalty="l1", alpha=0.05))
+    _, dense = _fit(BREAST_CANCER_LR, X_train, y_train, TrainConfig(local_epochs=3, penalty="none"))
     n_zero = int(np.sum(sparse.weights[0] == 0.0))
     assert 0 < n_zero < 30 and np.sum(dense.weights[0] == 0.0) == 0
-    heavy = train_local(model, start, X_train, y_train, TrainConfig(local_epochs=3, penalty="l1", alpha=10.0))
+    _, heavy = _fit(BREAST_CANCER_LR, X_train, y_train, TrainConfig(local_epochs=3, penalty="l1", alpha=10.0))
     assert not heavy.weights[0].any()
     assert heavy.weights[1][0] != 0.0
 
@@ -327,26 +337,21 @@ def _sklearn_weights(clf: SklearnLogisticRegression) -> Weights:
     return [clf.coef_.T.astype(np.float32), clf.intercept_.astype(np.float32)]
 
 
-def test_evaluate_matches_sklearn_binary(breast_cancer) -> None:
-    X_train, X_test, y_train, y_test = breast_cancer
+@pytest.mark.parametrize("data", ["breast_cancer", "iris"])
+def test_evaluate_matches_sklearn(data: str, request: pytest.FixtureRequest) -> None:
+    X_train, X_test, y_train, y_test = request.getfixturevalue(data)
     clf = SklearnLogisticRegression(C=0.1).fit(X_train, y_train)
-    metrics = evaluate(build_model(ModelConfig("logistic_regression", 30, 2)), _sklearn_weights(clf), X_test, y_test)
+    model = build_model(ModelConfig("logistic_regression", X_train.shape[1], len(clf.classes_)))
+    metrics = evaluate(model, _sklearn_weights(clf), X_test, y_test)
     proba = clf.predict_proba(X_test)
+    if len(clf.classes_) == 2:
+        expected_auc = roc_auc_score(y_test, proba[:, 1])
+    else:
+        expected_auc = roc_auc_score(y_test, proba, multi_class="ovr", average="macro")
     assert metrics.loss == pytest.approx(log_loss(y_test, proba), rel=1e-5)
     assert metrics.accuracy == accuracy_score(y_test, clf.predict(X_test))
-    assert metrics.auc == pytest.approx(roc_auc_score(y_test, proba[:, 1]), rel=1e-6)
-    assert metrics.n_samples == len(X_test)
-
-
-def test_evaluate_matches_sklearn_multiclass(iris) -> None:
-    X_train, X_test, y_train, y_test = iris
-    clf = SklearnLogisticRegression(C=0.05).fit(X_train, y_train)
-    metrics = evaluate(build_model(ModelConfig("logistic_regression", 4, 3)), _sklearn_weights(clf), X_test, y_test)
-    proba = clf.predict_proba(X_test)
-    assert metrics.loss == pytest.approx(log_loss(y_test, proba), rel=1e-5)
-    assert metrics.accuracy == accuracy_score(y_test, clf.predict(X_test))
-    expected_auc = roc_auc_score(y_test, proba, multi_class="ovr", average="macro")
     assert metrics.auc == pytest.approx(expected_auc, rel=1e-6)
+    assert metrics.n_samples == len(X_test)
 
 
 def test_evaluate_auc_undefined_with_one_class_and_multiclass_uses_present_classes(iris) -> None:
