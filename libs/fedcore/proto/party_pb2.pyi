@@ -73,12 +73,16 @@ class TrainRequest(_message.Message):
     def __init__(self, task: _Optional[_Union[TrainTask, _Mapping]] = ..., global_chunk: _Optional[_Union[_tensor_pb2.TensorChunk, _Mapping]] = ...) -> None: ...
 
 class UpdateSummary(_message.Message):
-    __slots__ = ("n_samples", "train_loss")
+    __slots__ = ("job_id", "round", "n_samples", "train_loss")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
     N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    round: int
     n_samples: int
     train_loss: float
-    def __init__(self, n_samples: _Optional[int] = ..., train_loss: _Optional[float] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., n_samples: _Optional[int] = ..., train_loss: _Optional[float] = ...) -> None: ...
 
 class TrainResponse(_message.Message):
     __slots__ = ("summary", "update_chunk")

@@ -1,0 +1,287 @@
+"""gRPC plumbing shared by the three services: the one place channel and server options live.
+
+- :func:`make_channel` and :func:`make_server` build mTLS (default) or plaintext
+  (``insecure=True``, development only) channels and servers with the same options.
+- :class:`AuthInterceptor` authenticates every call by its client certificate and
+  authorises it by the role the certificate carries (UNAUTHENTICATED / PERMISSION_DENIED).
+- Every server serves ``grpc.health.v1.Health`` and server reflection.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from fedcore.tls import Identity, TlsFiles, identity_from_pem
+
+MAX_MESSAGE_BYTES = 8 << 20
+"""Largest single message accepted: chunks are 1 MiB, so anything bigger is refused (RESOURCE_EXHAUSTED)."""
+
+KEEPALIVE_OPTIONS: list[tuple[str, int]] = [
+    # Ping idle connections so cloud load balancers do not drop them silently.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    *KEEPALIVE_OPTIONS,
+]
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    *CHANNEL_OPTIONS,
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.so_reuseport", 0),
+]
+
+HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+"""Open to any TLS client, certificate or not, so probes and load balancers can ask."""
+
+IDENTITY_METADATA = "x-fedsuite-identity"
+"""Insecure (development) mode only: the caller declares ``name/role`` in this metadata key."""
+
+
+def make_channel(target: str, tls: TlsFiles | None, identity: Identity | None = None) -> grpc.Channel:
+    """A channel to ``target``: mTLS with ``tls``, or plaintext when ``tls`` is None.
+
+    In plaintext mode ``identity`` is sent as metadata on every call, since there is no
+    certificate to carry it (development only).
+    """
+    if tls is None:
+        channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        if identity is not None:
+            channel = grpc.intercept_channel(channel, _IdentityMetadata(identity))
+        return channel
+    ca, cert, key = tls.read()
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+
+
+class _IdentityMetadata(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds the caller's declared identity to every call (plaintext development mode)."""
+
+    def __init__(self, identity: Identity) -> None:
+        self._entry = (IDENTITY_METADATA, f"{identity.name}/{identity.role}")
+
+    def _with_identity(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = [*(details.metadata or []), self._entry]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with_identity(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with_identity(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._with_identity(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._with_identity(details), requests)
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+def peer_identity(context: grpc.ServicerContext, insecure: bool = False) -> Identity | None:
+    """The caller's identity: from its verified certificate, or declared metadata when insecure."""
+    if insecure:
+        for key, value in context.invocation_metadata() or ():
+            if key == IDENTITY_METADATA:
+                name, _, role = str(value).partition("/")
+                return Identity(name, role)
+        return None
+    pems = context.auth_context().get("x509_pem_cert")
+    if not pems:
+        return None
+    return identity_from_pem(pems[0])
+
+
+AuthPolicy = Mapping[str, frozenset[str]]
+"""Full method name (``/fedsuite.v1.Coordinator/SubmitJob``) -> roles allowed to call it."""
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Refuses calls without a client certificate and calls by roles the policy does not allow.
+
+    Methods absent from the policy are refused too (deny by default), except health
+    checks and reflection, which any authenticated peer (health: any peer) may use.
+    """
+
+    def __init__(self, policy: AuthPolicy, insecure: bool = False) -> None:
+        self._policy = policy
+        self._insecure = insecure
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        method = handler_call_details.method
+        handler = continuation(handler_call_details)
+        if handler is None or method in HEALTH_METHODS:
+            return handler
+        allowed = self._policy.get(method)
+        is_reflection = method.startswith("/grpc.reflection.")
+        return _guard(handler, lambda context: self._check(context, method, allowed, is_reflection))
+
+    def _check(self, context: grpc.ServicerContext, method: str,
+               allowed: frozenset[str] | None, is_reflection: bool) -> None:
+        identity = peer_identity(context, self._insecure)
+        if identity is None or not identity.name:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate signed by the federation's CA is required")
+        assert identity is not None
+        if is_reflection:
+            return
+        if allowed is None or identity.role not in allowed:
+            roles = ", ".join(sorted(allowed or ())) or "nobody"
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{identity.name} (role {identity.role or 'none'}) may not call {method}; allowed: {roles}",
+            )
+
+
+def _guard(handler: grpc.RpcMethodHandler, check: Callable[[grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
+    """Wrap ``handler`` so ``check(context)`` runs before the servicer method."""
+
+    def wrap(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+            check(context)
+            return behaviour(request_or_iterator, context)
+
+        return guarded
+
+    factories = {
+        (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
+        (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
+        (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
+        (True, True): (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
+    }
+    factory, behaviour = factories[(handler.request_streaming, handler.response_streaming)]
+    return factory(
+        wrap(behaviour),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+@dataclass
+class Server:
+    """A started gRPC server, the port it bound and its health servicer."""
+
+    grpc_server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def set_serving(self, service: str, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set(service, status)
+        self.health.set("", status)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.grpc_server.stop(grace_s).wait(grace_s + 1)
+
+
+def make_server(
+    listen: str,
+    tls: TlsFiles | None,
+    policy: AuthPolicy,
+    register: Iterable[Callable[[grpc.Server], str]],
+    max_workers: int = 32,
+) -> Server:
+    """Build, bind and start a server.
+
+    ``register`` are callables adding one servicer each and returning its full service
+    name (for health and reflection). ``tls`` None means plaintext (``--insecure``).
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        interceptors=[AuthInterceptor(policy, insecure=tls is None)],
+        options=SERVER_OPTIONS,
+        maximum_concurrent_rpcs=max_workers * 4,
+    )
+    names = [add(server) for add in register]
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        ca, cert, key = tls.read()
+        credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+        port = server.add_secure_port(listen, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    running = Server(server, port, health_servicer)
+    for name in names:
+        running.set_serving(name, True)
+    return running
+
+
+def wait_for_termination(on_stop: Callable[[], None]) -> None:
+    """Block until SIGTERM or SIGINT, then call ``on_stop`` once (clean shutdown)."""
+    stopped = threading.Event()
+
+    def handle(signum: int, frame: Any) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    while not stopped.wait(0.5):
+        pass
+    on_stop()
+
+
+def status_code_name(error: grpc.RpcError) -> str:
+    """``UNAVAILABLE`` etc. for an RpcError raised by a call (for human-readable reasons)."""
+    code = error.code() if isinstance(error, grpc.Call) else None
+    return code.name if code is not None else "UNKNOWN"
+
+
+def error_text(error: BaseException) -> str:
+    """A one-line account of a failed call: status code and the peer's message."""
+    if isinstance(error, grpc.Call):
+        return f"{status_code_name(error)}: {error.details()}"
+    return f"{type(error).__name__}: {error}"
+
+
+class ChannelPool:
+    """One channel per target, reused across calls (channels multiplex; creating them is costly)."""
+
+    def __init__(self, tls: TlsFiles | None, identity: Identity | None = None) -> None:
+        self._tls = tls
+        self._identity = identity
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, target: str) -> grpc.Channel:
+        with self._lock:
+            if target not in self._channels:
+                self._channels[target] = make_channel(target, self._tls, self._identity)
+            return self._channels[target]
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()

@@ -1,0 +1,81 @@
+"""Logs and metrics every service shares.
+
+Logs are structlog JSON lines on stderr; ``job_id``, ``round`` and ``party_id`` are
+bound with :func:`bind` (context variables), so every line a job's thread writes
+carries them. Metrics use the names operators already alert on (DESIGN.md,
+"Operations") and are served over HTTP by :func:`start_metrics_server`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+PARTICIPANT_STATUS = Gauge(
+    "federated_participant_status", "1 while a party heartbeats, 0 once it went silent", ["participant_id"]
+)
+TRAINING_LOSS = Gauge("federated_training_loss", "Sample-weighted training loss of the last round", ["job_id"])
+MODEL_ACCURACY = Gauge(
+    "federated_model_accuracy", "Accuracy of the global model on a party's held-out rows", ["participant_id", "job_id"]
+)
+MODEL_AUC = Gauge("federated_model_auc", "AUC of the global model on a party's held-out rows", ["participant_id", "job_id"])
+COMMUNICATION_BYTES = Counter(
+    "federated_communication_bytes_total", "Tensor payload bytes sent and received", ["direction", "peer"]
+)
+ROUND_DURATION = Histogram(
+    "federated_round_duration_seconds",
+    "Wall-clock seconds per committed round",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 300),
+)
+ROUNDS_TOTAL = Counter("federated_rounds_total", "Rounds by outcome", ["outcome"])
+PRIVACY_BUDGET_CONSUMED = Gauge("federated_privacy_budget_consumed", "Epsilon spent so far", ["job_id"])
+PRIVACY_BUDGET_TOTAL = Gauge("federated_privacy_budget_total", "Epsilon a job may spend", ["job_id"])
+
+
+def configure_logging(service: str, node_id: str, level: str = "info") -> None:
+    """JSON logs on stderr, each line tagged with the service and node."""
+    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service, node_id=node_id)
+
+
+def get_logger(**initial: Any) -> structlog.typing.FilteringBoundLogger:
+    """A logger with ``initial`` values bound (lazy until first use, so module-level loggers
+    pick up the configuration made later by :func:`configure_logging`)."""
+    return structlog.get_logger(**initial)
+
+
+@contextmanager
+def bind(**values: Any) -> Iterator[None]:
+    """Bind ``job_id``/``round``/``party_id`` (etc.) to every log line inside the block."""
+    tokens = structlog.contextvars.bind_contextvars(**values)
+    try:
+        yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
+
+
+def start_metrics_server(listen: str | None) -> int | None:
+    """Serve /metrics on ``host:port`` (port 0 picks a free one); None disables. Returns the port."""
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
+    return int(server.server_port)

@@ -1,0 +1,184 @@
+"""mTLS material: a development CA, one certificate per node, and who a peer is.
+
+A node's identity is its certificate: the common name is the node id (``party-a``) and
+the organizational unit is its role (``party``, ``coordinator``, ``arbiter`` or
+``admin``). Servers authorise calls by role and check that a party speaks only for
+itself by common name. ``fedsuite certs init`` writes the files this module reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ROLES = ("coordinator", "arbiter", "party", "admin")
+"""Every role a certificate may carry."""
+
+DEFAULT_HOSTS = ("localhost", "127.0.0.1")
+"""Names every development certificate is valid for, besides the node's own name."""
+
+_VALIDITY = dt.timedelta(days=365)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Paths of one node's CA bundle, certificate chain and private key (PEM)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def in_dir(cls, directory: str | Path, name: str) -> TlsFiles:
+        """The files ``certs init`` wrote for node ``name`` in ``directory``."""
+        base = Path(directory)
+        return cls(base / "ca.pem", base / f"{name}.pem", base / f"{name}.key")
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        """(ca, cert, key) bytes; a missing file raises FileNotFoundError naming it."""
+        return self.ca.read_bytes(), self.cert.read_bytes(), self.key.read_bytes()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: the node id and role from its certificate."""
+
+    name: str
+    role: str
+
+
+def role_for(node: str) -> str:
+    """Default role of a node name: ``coordinator``, ``arbiter``, ``admin``, else ``party``."""
+    return node if node in ("coordinator", "arbiter", "admin") else "party"
+
+
+def parse_node(spec: str) -> tuple[str, str]:
+    """Parse ``NAME`` or ``NAME:ROLE`` as given to ``certs init --node``."""
+    name, _, role = spec.partition(":")
+    role = role or role_for(name)
+    if not name or role not in ROLES:
+        raise ValueError(f"bad node {spec!r}: expected NAME or NAME:ROLE with ROLE one of {', '.join(ROLES)}")
+    return name, role
+
+
+def _name(common_name: str, unit: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedsuite"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    path.write_bytes(data)
+    if private:
+        path.chmod(0o600)
+
+
+def _subject_alt_names(hosts: Iterable[str]) -> x509.SubjectAlternativeName:
+    entries: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hosts):
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            entries.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(entries)
+
+
+def init_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """Load the CA in ``directory`` or create one (EC P-256, self-signed, one year)."""
+    cert_path, key_path = directory / "ca.pem", directory / "ca.key"
+    if cert_path.exists() and key_path.exists():
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key, x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    name = _name("fedsuite development CA", "ca")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    _write(key_path, _pem_key(key), private=True)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return key, cert
+
+
+def issue_node(
+    directory: Path,
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    name: str,
+    role: str,
+    hosts: Sequence[str] = DEFAULT_HOSTS,
+) -> TlsFiles:
+    """Write ``NAME.pem``/``NAME.key``: a client-and-server certificate signed by ``ca``."""
+    ca_key, ca_cert = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name, role))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_subject_alt_names([name, *hosts]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles.in_dir(directory, name)
+    _write(files.key, _pem_key(key), private=True)
+    _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def init_pki(directory: str | Path, nodes: Sequence[str], hosts: Sequence[str] = DEFAULT_HOSTS) -> dict[str, TlsFiles]:
+    """Create (or reuse) the CA in ``directory`` and issue one certificate per ``NAME[:ROLE]``."""
+    base = Path(directory)
+    parsed = [parse_node(spec) for spec in nodes]
+    ca = init_ca(base)
+    return {name: issue_node(base, ca, name, role, hosts) for name, role in parsed}
+
+
+@functools.lru_cache(maxsize=1024)
+def identity_from_pem(pem: bytes) -> Identity:
+    """The identity a verified peer certificate carries (cached: one parse per peer)."""
+    cert = x509.load_pem_x509_certificate(pem)
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    unit = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    name = str(common[0].value) if common else ""
+    role = str(unit[0].value) if unit else ""
+    return Identity(name=name, role=role if role in ROLES else "")
