@@ -1,0 +1,17 @@
+"""The arbiter's configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedcore.config import ServerConfig
+
+
+@dataclass(frozen=True)
+class ArbiterConfig(ServerConfig):
+    """``fedsuite arbiter --config FILE`` reads this (every key also ``FEDSUITE_<KEY>``)."""
+
+    node_id: str = "arbiter"
+    listen: str = "127.0.0.1:50052"
+    default_key_bits: int = 2048
+    """Paillier modulus size when a job does not ask for one."""

@@ -1,0 +1,43 @@
+"""The arbiter's key custody: one Paillier key pair per job, private keys never leave."""
+
+from __future__ import annotations
+
+import threading
+
+from fedcore.crypto.paillier import PrivateKey, PublicKey, generate_keypair
+
+ALLOWED_KEY_BITS = (1024, 2048, 3072)
+
+
+class UnknownKey(KeyError):
+    """No key pair exists for the job (NOT_FOUND)."""
+
+
+class KeyVault:
+    """Job id -> key pair; creating twice returns the first key (idempotent for retries)."""
+
+    def __init__(self, default_bits: int) -> None:
+        if default_bits not in ALLOWED_KEY_BITS:
+            raise ValueError(f"default_key_bits must be one of {ALLOWED_KEY_BITS} (got {default_bits})")
+        self._default_bits = default_bits
+        self._keys: dict[str, tuple[PublicKey, PrivateKey]] = {}
+        self._lock = threading.Lock()
+
+    def create(self, job_id: str, bits: int) -> PublicKey:
+        bits = bits or self._default_bits
+        if bits not in ALLOWED_KEY_BITS:
+            raise ValueError(f"key_bits must be one of {ALLOWED_KEY_BITS} (got {bits})")
+        with self._lock:
+            if job_id in self._keys:
+                public = self._keys[job_id][0]
+                if public.key_bits != bits:
+                    raise ValueError(f"job {job_id} already has a {public.key_bits}-bit key")
+                return public
+            self._keys[job_id] = generate_keypair(bits)
+            return self._keys[job_id][0]
+
+    def public_key(self, job_id: str) -> PublicKey:
+        with self._lock:
+            if job_id not in self._keys:
+                raise UnknownKey(f"no key for job {job_id!r}")
+            return self._keys[job_id][0]

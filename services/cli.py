@@ -1,0 +1,195 @@
+"""``fedsuite``: run a service, make certificates, drive jobs, or run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from rich.console import Console
+from rich.table import Table
+
+from fedcore import telemetry
+from fedcore.config import ConfigError, load_config
+from fedcore.proto import common_pb2
+from fedcore.proto import coordinator_pb2 as pb
+from fedcore.rpc import error_text, wait_for_termination
+from fedcore.tls import TlsFiles, init_pki
+
+from fedsuite.client import CoordinatorAdmin
+from fedsuite.jobfile import JobFileError, load_job_spec
+from fedsuite.progress import follow_job
+
+console = Console(stderr=False)
+
+
+# -- services -----------------------------------------------------------------------
+def _run_service(kind: str, args: argparse.Namespace) -> int:
+    """Load the config, start the service, serve until SIGTERM, stop cleanly."""
+    module = importlib.import_module(f"fedsuite.{kind}")
+    config_type, service_type = module.CONFIG, module.SERVICE
+    config_path = args.config or os.environ.get("FEDSUITE_CONFIG")
+    config = load_config(config_type, config_path)
+    base_dir = Path(config_path).resolve().parent if config_path else Path.cwd()
+    telemetry.configure_logging(kind, config.node_id, config.log_level)
+    log = telemetry.get_logger()
+    metrics_port = telemetry.start_metrics_server(config.metrics_listen)
+    service = service_type(config, base_dir, insecure=args.insecure)
+    log.info("serving", port=service.port, metrics_port=metrics_port, tls=not args.insecure)
+    wait_for_termination(service.stop)
+    return 0
+
+
+# -- certificates -------------------------------------------------------------------
+def _certs_init(args: argparse.Namespace) -> int:
+    nodes = list(dict.fromkeys([*args.node, "admin"]))
+    written = init_pki(args.dir, nodes, hosts=["localhost", "127.0.0.1", *args.host])
+    for name, files in written.items():
+        console.print(f"{name}: {files.cert} {files.key}")
+    console.print(f"CA: {Path(args.dir) / 'ca.pem'}")
+    return 0
+
+
+# -- admin client ---------------------------------------------------------------------
+def _admin(args: argparse.Namespace) -> CoordinatorAdmin:
+    tls = None if args.insecure else TlsFiles.in_dir(args.certs, args.identity)
+    if tls is not None and not tls.cert.is_file():
+        raise ConfigError(f"no certificate {tls.cert}; run `fedsuite certs init {args.certs} ...` or set --certs")
+    return CoordinatorAdmin(args.coordinator, tls, timeout_s=args.timeout, name=args.identity)
+
+
+def _print_json(message: Any) -> None:
+    console.print_json(json_format.MessageToJson(message, preserving_proto_field_name=True))
+
+
+def _job_submit(args: argparse.Namespace) -> int:
+    spec = load_job_spec(args.file)
+    with _admin(args) as admin:
+        job_id = admin.submit(spec)
+        console.print(job_id)
+        if args.watch:
+            return 0 if follow_job(admin, job_id, console).state == pb.JOB_STATE_SUCCEEDED else 1
+    return 0
+
+
+def _job_get(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        _print_json(admin.get(args.job_id))
+    return 0
+
+
+def _job_list(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        jobs = admin.list(args.limit)
+    table = Table("job", "name", "state", "round", "reason")
+    for job in jobs:
+        total = job.spec.horizontal.rounds
+        table.add_row(job.job_id, job.spec.name, pb.JobState.Name(job.state).removeprefix("JOB_STATE_"),
+                      f"{job.current_round}/{total}", job.reason)
+    console.print(table)
+    return 0
+
+
+def _job_cancel(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        job = admin.cancel(args.job_id)
+    console.print(f"{job.job_id}: {pb.JobState.Name(job.state).removeprefix('JOB_STATE_')}")
+    return 0
+
+
+def _job_watch(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        return 0 if follow_job(admin, args.job_id, console).state == pb.JOB_STATE_SUCCEEDED else 1
+
+
+def _parties(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        parties = admin.parties()
+    table = Table("party", "role", "organisation", "address", "online", "datasets")
+    for p in parties:
+        datasets = ", ".join(f"{d.name} ({d.n_rows} rows)" for d in p.datasets)
+        table.add_row(p.party_id, common_pb2.PartyRole.Name(p.role).removeprefix("PARTY_ROLE_").lower(), p.organisation,
+                      p.address, "yes" if p.online else "no", datasets)
+    console.print(table)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fedsuite.demo import run_demo
+
+    report = run_demo(Path(args.workdir) if args.workdir else None, rounds=args.rounds, console=console)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
+
+
+# -- parser -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedsuite", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    for kind in ("coordinator", "party", "arbiter"):
+        service = commands.add_parser(kind, help=f"run the {kind} service")
+        service.add_argument("--config", help="YAML config (or FEDSUITE_CONFIG); keys overridable as FEDSUITE_<KEY>")
+        service.add_argument("--insecure", action="store_true", help="plaintext gRPC, development only")
+        service.set_defaults(func=lambda a, k=kind: _run_service(k, a))
+
+    certs = commands.add_parser("certs", help="development certificates").add_subparsers(dest="certs", required=True)
+    init = certs.add_parser("init", help="write a CA and one certificate per node (and 'admin')")
+    init.add_argument("dir")
+    init.add_argument("--node", action="append", default=[], help="NAME or NAME:ROLE (coordinator, arbiter, party, admin)")
+    init.add_argument("--host", action="append", default=[], help="extra DNS name or IP every certificate is valid for")
+    init.set_defaults(func=_certs_init)
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--coordinator", default=os.environ.get("FEDSUITE_COORDINATOR", "127.0.0.1:50051"))
+    client.add_argument("--certs", default=os.environ.get("FEDSUITE_CERTS", "certs"), help="directory of ca.pem and NAME.pem/.key")
+    client.add_argument("--identity", default=os.environ.get("FEDSUITE_IDENTITY", "admin"), help="certificate name to use")
+    client.add_argument("--insecure", action="store_true", help="plaintext gRPC, development only")
+    client.add_argument("--timeout", type=float, default=10.0, help="deadline of each call, seconds")
+
+    jobs = commands.add_parser("job", help="submit and follow jobs").add_subparsers(dest="job", required=True)
+    submit = jobs.add_parser("submit", parents=[client], help="submit a job file (YAML)")
+    submit.add_argument("file")
+    submit.add_argument("--watch", action="store_true", help="follow the job until it ends")
+    submit.set_defaults(func=_job_submit)
+    for name, func, help_text in (("get", _job_get, "show a job as JSON"), ("cancel", _job_cancel, "cancel a job"),
+                                  ("watch", _job_watch, "follow a job's rounds live")):
+        sub = jobs.add_parser(name, parents=[client], help=help_text)
+        sub.add_argument("job_id")
+        sub.set_defaults(func=func)
+    listing = jobs.add_parser("list", parents=[client], help="list jobs")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(func=_job_list)
+
+    commands.add_parser("parties", parents=[client], help="list registered parties").set_defaults(func=_parties)
+
+    demo = commands.add_parser("demo", help="run a local federation on loopback with mTLS and compare to centralized")
+    demo.add_argument("--report", help="also write the comparison as JSON")
+    demo.add_argument("--workdir", help="keep certificates, configs, data and logs here (default: a temp dir)")
+    demo.add_argument("--rounds", type=int, default=30)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, JobFileError, FileNotFoundError, ValueError) as err:
+        print(f"fedsuite: {err}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as err:
+        print(f"fedsuite: {error_text(err)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""Horizontal FedAvg, driven round by round (DESIGN.md, "Horizontal").
+
+Each step of the protocol is one method: ``setup`` (federated feature statistics and
+the initial model), ``sample_parties``, ``train_round`` (stream the global model out
+and the updates in, adding them as they arrive), ``evaluate`` and ``commit``. The
+arithmetic is :class:`fedcore.ml.fedavg.StreamingFedAvg`; this module only moves bytes
+and decides who counts, with a deadline on every wait.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from fedcore import telemetry, tensors
+from fedcore.data import combine_statistics
+from fedcore.ml.fedavg import StreamingFedAvg
+from fedcore.ml.metrics import Metrics, weighted_mean
+from fedcore.ml.models import build_model
+from fedcore.proto import common_pb2, coordinator_pb2 as pb, party_pb2
+from fedcore.rpc import error_text
+
+from fedsuite.coordinator.party_client import PartyClient, serialise_global_chunks
+from fedsuite.coordinator.registry import PartyRegistry
+from fedsuite.coordinator.store import CheckpointStore, SqliteStore
+from fedsuite.translate import model_config
+
+EventSink = Callable[[pb.JobEvent], None]
+
+
+class JobFailed(Exception):
+    """The job cannot go on; the message is the reason shown to people."""
+
+
+class JobCancelled(Exception):
+    """CancelJob was called."""
+
+
+@dataclass
+class JobContext:
+    """What a running job may use: state, parties, the clock and its cancel flag."""
+
+    job_id: str
+    store: SqliteStore
+    checkpoints: CheckpointStore
+    registry: PartyRegistry
+    parties: PartyClient
+    executor: Executor
+    emit: EventSink
+    cancelled: threading.Event
+    call_timeout_s: float
+    log: telemetry.structlog.typing.FilteringBoundLogger
+    _calls: set[grpc.Call] = field(default_factory=set)
+    _calls_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def event(self, kind: int, round_number: int = 0, **fields: object) -> None:
+        self.emit(pb.JobEvent(job_id=self.job_id, type=kind, round=round_number, **fields))  # type: ignore[arg-type]
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelled()
+
+    def track(self, call: grpc.Call) -> None:
+        with self._calls_lock:
+            self._calls.add(call)
+        if self.cancelled.is_set():
+            call.cancel()
+
+    def untrack(self, call: grpc.Call) -> None:
+        with self._calls_lock:
+            self._calls.discard(call)
+
+    def cancel_calls(self) -> None:
+        with self._calls_lock:
+            for call in list(self._calls):
+                call.cancel()
+
+
+@dataclass
+class RoundOutcome:
+    """What a round's training phase produced and who fell out, with why."""
+
+    aggregator: StreamingFedAvg
+    dropped: dict[str, str]
+
+
+class HorizontalFedAvgJob:
+    """Runs one horizontal job from its last committed round to the end."""
+
+    def __init__(self, ctx: JobContext, spec: pb.HorizontalJobSpec) -> None:
+        self.ctx = ctx
+        self.spec = spec
+
+    # -- the protocol ---------------------------------------------------------
+    def run(self) -> None:
+        info = self.setup()
+        committed = self.ctx.store.get_job(self.ctx.job_id).current_round
+        weights = self.ctx.checkpoints.load(self.ctx.job_id, committed)
+        self.ctx.event(pb.JOB_EVENT_TYPE_STARTED, committed, total_rounds=self.spec.rounds,
+                       message=f"resuming after round {committed}" if committed else "started")
+        for round_number in range(committed + 1, self.spec.rounds + 1):
+            self.ctx.check_cancelled()
+            with telemetry.bind(round=round_number):
+                weights = self.run_round(round_number, weights, info)
+
+    def setup(self) -> pb.ModelInfo:
+        """Agree on features, classes and scaling with the parties, then checkpoint round 0."""
+        existing = self.ctx.store.model_info(self.ctx.job_id)
+        if existing is not None:
+            return existing
+        holders = self.wait_for_parties(self.spec.min_parties, set(), "setup")
+        stats = self._describe(holders)
+        widths = {s.n_features for s in stats.values()}
+        if len(widths) != 1:
+            detail = ", ".join(f"{p}: {s.n_features}" for p, s in sorted(stats.items()))
+            raise JobFailed(f"parties disagree on the number of features of {self.spec.dataset!r} ({detail})")
+        labels = sorted({int(label) for s in stats.values() for label in s.class_labels})
+        n_features = widths.pop()
+        info = pb.ModelInfo(model=self.spec.model, round=0, n_features=n_features,
+                            n_classes=max(2, (labels[-1] + 1) if labels else 2))
+        if self.spec.standardize:
+            mean, scale = combine_statistics(
+                [s.n_rows for s in stats.values()],
+                [np.asarray(s.feature_sum) for s in stats.values()],
+                [np.asarray(s.feature_sum_sq) for s in stats.values()],
+            )
+            info.feature_mean.extend(mean.tolist())
+            info.feature_scale.extend(scale.tolist())
+        model = build_model(model_config(info.model, info.n_features, info.n_classes))
+        weights = model.init_weights(np.random.default_rng(self.spec.seed))
+        self.ctx.checkpoints.save(self.ctx.job_id, 0, weights)
+        self.ctx.store.save_model_info(self.ctx.job_id, info)
+        return info
+
+    def run_round(self, round_number: int, weights: list[np.ndarray], info: pb.ModelInfo) -> list[np.ndarray]:
+        """Train, retrying without the parties that failed, until the quorum is met or retries run out."""
+        started = time.monotonic()
+        global_chunks = serialise_global_chunks(weights)
+        specs = tensors.specs_of(weights)
+        del weights  # the serialised chunks are the round's only copy of the global model
+        excluded: dict[str, str] = {}
+        for attempt in range(self.spec.max_round_retries + 1):
+            parties = self.sample_parties(round_number, attempt, set(excluded))
+            outcome = self.train_round(round_number, parties, global_chunks, specs)
+            excluded.update(outcome.dropped)
+            arrived = outcome.aggregator.completed()
+            tainted = outcome.aggregator.tainted_by
+            if len(arrived) >= self.spec.min_parties and not tainted:
+                result = outcome.aggregator.commit()
+                global_chunks.clear()  # keep memory at O(model) while the new model is evaluated
+                self.commit(round_number, result.weights, result.parties, result.train_loss, info, started)
+                telemetry.ROUNDS_TOTAL.labels(outcome="committed").inc()
+                return result.weights
+            telemetry.ROUNDS_TOTAL.labels(outcome="retried").inc()
+            why = (
+                f"partial updates of {', '.join(sorted(tainted))} reached the sum"
+                if tainted and len(arrived) >= self.spec.min_parties
+                else f"{len(arrived)} of the {self.spec.min_parties} required updates arrived (min_parties)"
+            )
+            self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_RETRIED, round_number,
+                           message=f"attempt {attempt + 1}: {why}")
+            self.ctx.log.warning("round_retried", attempt=attempt + 1, reason=why)
+        raise JobFailed(self._failure_reason(round_number, excluded))
+
+    def _failure_reason(self, round_number: int, dropped: dict[str, str]) -> str:
+        detail = "; ".join(f"{p}: {why}" for p, why in sorted(dropped.items())) or "no party was dropped"
+        return (
+            f"round {round_number} missed its quorum of min_parties={self.spec.min_parties} in "
+            f"{self.spec.max_round_retries + 1} attempt(s); {detail}"
+        )
+
+    def wait_for_parties(self, needed: int, excluded: set[str], purpose: str) -> list[pb.PartyInfo]:
+        """Online parties holding the dataset, waiting up to round_timeout_s for ``needed`` of them."""
+        deadline = time.monotonic() + self.spec.round_timeout_s
+        while True:
+            self.ctx.check_cancelled()
+            holders = [p for p in self.ctx.registry.online_holding(self.spec.dataset) if p.party_id not in excluded]
+            if len(holders) >= needed or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        if len(holders) < needed and purpose == "setup":
+            names = ", ".join(p.party_id for p in holders) or "none"
+            raise JobFailed(
+                f"only {len(holders)} online part{'y' if len(holders) == 1 else 'ies'} hold dataset "
+                f"{self.spec.dataset!r} ({names}); min_parties={needed}"
+            )
+        return holders
+
+    def sample_parties(self, round_number: int, attempt: int, excluded: set[str]) -> list[pb.PartyInfo]:
+        """max(min_parties, ceil(fraction * online)) parties, drawn reproducibly from the job's seed."""
+        holders = self.wait_for_parties(self.spec.min_parties, excluded, "round")
+        count = min(len(holders), max(self.spec.min_parties, math.ceil(self.spec.fraction * len(holders))))
+        chosen = random.Random(f"{self.spec.seed}/{round_number}/{attempt}").sample(holders, count)
+        chosen.sort(key=lambda p: p.party_id)
+        self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_STARTED, round_number, parties=[p.party_id for p in chosen],
+                       total_rounds=self.spec.rounds)
+        return chosen
+
+    def train_round(
+        self, round_number: int, parties: Sequence[pb.PartyInfo], global_chunks: Sequence[bytes],
+        specs: Sequence[tensors.TensorSpec],
+    ) -> RoundOutcome:
+        """Stream the global model to each party and add each update into the accumulator as it arrives."""
+        aggregator = StreamingFedAvg(specs)
+        task = self._task(round_number)
+        deadline = time.monotonic() + self.spec.round_timeout_s
+        futures = {
+            p.party_id: self.ctx.executor.submit(self._collect_update, p, task, global_chunks, specs, aggregator, deadline)
+            for p in parties
+        }
+        dropped: dict[str, str] = {}
+        for party_id, future in futures.items():
+            reason = future.result()
+            if reason is not None:
+                dropped[party_id] = reason
+                aggregator.abandon_update(party_id)
+                self.ctx.event(pb.JOB_EVENT_TYPE_PARTY_DROPPED, round_number, party_id=party_id, message=reason)
+                self.ctx.log.warning("party_dropped", party_id=party_id, reason=reason)
+        self.ctx.check_cancelled()
+        return RoundOutcome(aggregator, dropped)
+
+    def _collect_update(
+        self, party: pb.PartyInfo, task: party_pb2.TrainTask, global_chunks: Sequence[bytes],
+        specs: Sequence[tensors.TensorSpec], aggregator: StreamingFedAvg, deadline: float,
+    ) -> str | None:
+        """One party's Train stream; returns why it was dropped, or None when its update counts."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return f"DEADLINE_EXCEEDED: round_timeout_s={self.spec.round_timeout_s} passed before its turn"
+        sent = sum(len(c) for c in global_chunks)
+        received = 0
+        call = self.ctx.parties.train(party.address, task, global_chunks, remaining)
+        self.ctx.track(call)  # type: ignore[arg-type]
+        reader = tensors.TensorStreamReader(specs)
+        loss: float | None = None
+        try:
+            for response in call:
+                if response.HasField("summary"):
+                    loss = self._accept_summary(party.party_id, response.summary, task, loss, aggregator)
+                elif loss is None:
+                    raise tensors.TensorStreamError("update chunks before the summary")
+                else:
+                    part = reader.accept(response.update_chunk)
+                    aggregator.add_update_chunk(party.party_id, part.tensor_index, part.element_offset, part.values)
+                    received += len(response.update_chunk.data)
+            if loss is None:
+                raise tensors.TensorStreamError("the stream ended without an update")
+            reader.finish()
+            aggregator.finish_update(party.party_id, loss)
+            return None
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+                return f"DEADLINE_EXCEEDED: no whole update within round_timeout_s={self.spec.round_timeout_s}"
+            return error_text(err)
+        except (tensors.TensorStreamError, ValueError) as err:
+            call.cancel()  # type: ignore[attr-defined]
+            return f"INVALID_ARGUMENT: rejected update: {err}"
+        finally:
+            self.ctx.untrack(call)  # type: ignore[arg-type]
+            telemetry.COMMUNICATION_BYTES.labels(direction="sent", peer=party.party_id).inc(sent)
+            telemetry.COMMUNICATION_BYTES.labels(direction="received", peer=party.party_id).inc(received)
+
+    @staticmethod
+    def _accept_summary(
+        party_id: str, summary: party_pb2.UpdateSummary, task: party_pb2.TrainTask,
+        previous: float | None, aggregator: StreamingFedAvg,
+    ) -> float:
+        if previous is not None:
+            raise tensors.TensorStreamError("a second summary in one update")
+        if summary.job_id != task.job_id or summary.round != task.round:
+            raise tensors.TensorStreamError(
+                f"update answers job {summary.job_id!r} round {summary.round}, "
+                f"expected job {task.job_id!r} round {task.round}"
+            )
+        if not math.isfinite(summary.train_loss):
+            raise tensors.TensorStreamError("train_loss is not finite")
+        if summary.n_samples <= 0 or summary.n_samples > 10**12:
+            raise tensors.TensorStreamError(f"n_samples {summary.n_samples} out of range")
+        aggregator.begin_update(party_id, summary.n_samples)
+        return float(summary.train_loss)
+
+    def evaluate(self, round_number: int, weights: Sequence[np.ndarray]) -> tuple[common_pb2.EvalMetrics | None, dict[str, common_pb2.EvalMetrics]]:
+        """Every online holder with held-out rows scores the new global model; sample-weighted overall."""
+        holders = [
+            p for p in self.ctx.registry.online_holding(self.spec.dataset)
+            if any(d.name == self.spec.dataset and d.n_eval_rows > 0 for d in p.datasets)
+        ]
+        if not holders:
+            return None, {}
+        chunks = serialise_global_chunks(weights)
+        task = self._task(round_number)
+        futures = {
+            p.party_id: self.ctx.executor.submit(
+                self.ctx.parties.evaluate, p.address, task, chunks, self.spec.round_timeout_s
+            )
+            for p in holders
+        }
+        by_party: dict[str, common_pb2.EvalMetrics] = {}
+        for party_id, future in futures.items():
+            try:
+                metrics = future.result().metrics
+            except grpc.RpcError as err:
+                self.ctx.log.warning("evaluation_failed", party_id=party_id, reason=error_text(err))
+                continue
+            if metrics.n_samples > 0 and math.isfinite(metrics.loss) and 0 <= metrics.accuracy <= 1:
+                by_party[party_id] = metrics
+        if not by_party:
+            return None, {}
+        overall = weighted_mean([Metrics(m.loss, m.accuracy, m.auc, m.n_samples) for m in by_party.values()])
+        return (
+            common_pb2.EvalMetrics(loss=overall.loss, accuracy=overall.accuracy, auc=overall.auc,
+                                   n_samples=overall.n_samples),
+            by_party,
+        )
+
+    def commit(
+        self, round_number: int, weights: list[np.ndarray], parties: list[str], train_loss: float,
+        info: pb.ModelInfo, started: float,
+    ) -> None:
+        """Evaluate if due, checkpoint the weights, then record the round: in that order, for crash safety."""
+        metrics = pb.RoundMetrics(round=round_number, parties=parties, train_loss=train_loss)
+        every = self.spec.evaluate_every
+        if round_number == self.spec.rounds or (every and round_number % every == 0):
+            overall, by_party = self.evaluate(round_number, weights)
+            if overall is not None:
+                metrics.eval.CopyFrom(overall)
+                for party_id, m in by_party.items():
+                    metrics.eval_by_party[party_id].CopyFrom(m)
+                    telemetry.MODEL_ACCURACY.labels(participant_id=party_id, job_id=self.ctx.job_id).set(m.accuracy)
+                    telemetry.MODEL_AUC.labels(participant_id=party_id, job_id=self.ctx.job_id).set(m.auc)
+        metrics.seconds = time.monotonic() - started
+        self.ctx.check_cancelled()
+        self.ctx.checkpoints.save(self.ctx.job_id, round_number, weights)
+        self.ctx.store.commit_round(self.ctx.job_id, metrics)
+        self.ctx.checkpoints.prune(self.ctx.job_id, round_number)
+        telemetry.TRAINING_LOSS.labels(job_id=self.ctx.job_id).set(train_loss)
+        telemetry.ROUND_DURATION.observe(metrics.seconds)
+        self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_COMMITTED, round_number, metrics=metrics, total_rounds=self.spec.rounds)
+        self.ctx.log.info("round_committed", parties=parties, train_loss=train_loss,
+                          auc=metrics.eval.auc if metrics.HasField("eval") else None, seconds=metrics.seconds)
+
+    # -- helpers ----------------------------------------------------------------
+    def _task(self, round_number: int) -> party_pb2.TrainTask:
+        info = self.ctx.store.model_info(self.ctx.job_id)
+        assert info is not None
+        s = self.spec
+        return party_pb2.TrainTask(
+            job_id=self.ctx.job_id, round=round_number, dataset=s.dataset, model=s.model,
+            n_features=info.n_features, n_classes=info.n_classes, local_epochs=s.local_epochs,
+            batch_size=s.batch_size, learning_rate=s.learning_rate, penalty=s.penalty, alpha=s.alpha,
+            seed=s.seed * 1_000_003 + round_number, feature_mean=info.feature_mean, feature_scale=info.feature_scale,
+        )
+
+    def _describe(self, holders: Sequence[pb.PartyInfo]) -> dict[str, party_pb2.DescribeDataResponse]:
+        futures = {
+            p.party_id: self.ctx.executor.submit(
+                self.ctx.parties.describe_data, p.address, self.ctx.job_id, self.spec.dataset, self.ctx.call_timeout_s
+            )
+            for p in holders
+        }
+        stats: dict[str, party_pb2.DescribeDataResponse] = {}
+        failures: list[str] = []
+        for party_id, future in futures.items():
+            try:
+                stats[party_id] = future.result()
+            except grpc.RpcError as err:
+                failures.append(f"{party_id}: {error_text(err)}")
+        if len(stats) < self.spec.min_parties:
+            raise JobFailed(f"could not describe dataset {self.spec.dataset!r} on enough parties: {'; '.join(failures)}")
+        return stats

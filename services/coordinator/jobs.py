@@ -1,0 +1,164 @@
+"""Jobs: submission, state, events, cancellation, and resumption after a restart.
+
+One thread per running job. Events are stored before they are published, so a
+WatchJob that starts late (or after a restart) replays the job's whole history.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from fedcore import telemetry
+from fedcore.proto import coordinator_pb2 as pb
+
+from fedsuite.coordinator import specs
+from fedsuite.coordinator.horizontal import HorizontalFedAvgJob, JobCancelled, JobContext, JobFailed
+from fedsuite.coordinator.party_client import PartyClient
+from fedsuite.coordinator.registry import PartyRegistry
+from fedsuite.coordinator.store import TERMINAL_STATES, CheckpointStore, SqliteStore
+
+log = telemetry.get_logger()
+
+
+class JobStateError(RuntimeError):
+    """The job is in a state that does not allow the request (FAILED_PRECONDITION)."""
+
+
+class JobManager:
+    """Owns every job's thread and publishes their events."""
+
+    def __init__(
+        self, store: SqliteStore, checkpoints: CheckpointStore, registry: PartyRegistry, parties: PartyClient,
+        call_timeout_s: float,
+    ) -> None:
+        self._store = store
+        self._checkpoints = checkpoints
+        self._registry = registry
+        self._parties = parties
+        self._call_timeout_s = call_timeout_s
+        self._executor = ThreadPoolExecutor(max_workers=128, thread_name_prefix="party-call")
+        self._threads: dict[str, threading.Thread] = {}
+        self._cancel_flags: dict[str, threading.Event] = {}
+        self._contexts: dict[str, JobContext] = {}
+        self._changed = threading.Condition()
+        self._closing = False
+
+    # -- API ----------------------------------------------------------------------
+    def submit(self, spec: pb.JobSpec) -> str:
+        """Validate, store and start a job; SpecError on a bad spec."""
+        normalised = specs.normalise(spec)
+        job_id = uuid.uuid4().hex[:12]
+        self._store.create_job(job_id, normalised)
+        log.info("job_submitted", job_id=job_id, name=normalised.name)
+        self._start(job_id)
+        return job_id
+
+    def get(self, job_id: str) -> pb.Job:
+        return self._store.get_job(job_id)
+
+    def list(self, limit: int) -> list[pb.Job]:
+        return self._store.list_jobs(limit)
+
+    def model_info(self, job_id: str) -> pb.ModelInfo | None:
+        return self._store.model_info(job_id)
+
+    def cancel(self, job_id: str) -> pb.Job:
+        job = self._store.get_job(job_id)
+        if job.state in TERMINAL_STATES:
+            raise JobStateError(f"job {job_id} already ended ({pb.JobState.Name(job.state)})")
+        if self._store.set_state(job_id, pb.JOB_STATE_CANCELLED, "cancelled by request"):
+            self._emit(pb.JobEvent(job_id=job_id, type=pb.JOB_EVENT_TYPE_CANCELLED, message="cancelled by request"))
+        flag = self._cancel_flags.get(job_id)
+        if flag is not None:
+            flag.set()
+            context = self._contexts.get(job_id)
+            if context is not None:
+                context.cancel_calls()
+        return self._store.get_job(job_id)
+
+    def watch(self, job_id: str, still_wanted: Callable[[], bool] = lambda: True) -> Iterator[pb.JobEvent]:
+        """Past events, then live ones, until the job ends (or the watcher leaves)."""
+        self._store.get_job(job_id)  # raises JobNotFound
+        sequence = 0
+        while True:
+            with self._changed:
+                events = self._store.events_after(job_id, sequence)
+                if not events:
+                    if self._store.get_job(job_id).state in TERMINAL_STATES or self._closing or not still_wanted():
+                        return
+                    self._changed.wait(timeout=1.0)
+                    continue
+            for event in events:
+                sequence = event.sequence
+                yield event
+
+    def resume_unfinished(self) -> list[str]:
+        """Restart the threads of jobs a previous process left running."""
+        resumed = self._store.unfinished_jobs()
+        for job_id in resumed:
+            log.info("job_resuming", job_id=job_id)
+            self._start(job_id)
+        return resumed
+
+    def close(self) -> None:
+        """Stop every job thread (their state stays RUNNING, so the next start resumes them)."""
+        self._closing = True
+        for flag in self._cancel_flags.values():
+            flag.set()
+        for context in self._contexts.values():
+            context.cancel_calls()
+        for thread in list(self._threads.values()):
+            thread.join(timeout=10)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._changed:
+            self._changed.notify_all()
+
+    # -- internals ------------------------------------------------------------------
+    def _emit(self, event: pb.JobEvent) -> None:
+        self._store.append_event(event)
+        with self._changed:
+            self._changed.notify_all()
+
+    def _start(self, job_id: str) -> None:
+        flag = threading.Event()
+        self._cancel_flags[job_id] = flag
+        thread = threading.Thread(target=self._run, args=(job_id, flag), name=f"job-{job_id}", daemon=True)
+        self._threads[job_id] = thread
+        thread.start()
+
+    def _run(self, job_id: str, cancelled: threading.Event) -> None:
+        with telemetry.bind(job_id=job_id):
+            job = self._store.get_job(job_id)
+            context = JobContext(
+                job_id=job_id, store=self._store, checkpoints=self._checkpoints, registry=self._registry,
+                parties=self._parties, executor=self._executor, emit=self._emit, cancelled=cancelled,
+                call_timeout_s=self._call_timeout_s, log=telemetry.get_logger(job_id=job_id),
+            )
+            self._contexts[job_id] = context
+            self._store.set_state(job_id, pb.JOB_STATE_RUNNING)
+            try:
+                HorizontalFedAvgJob(context, job.spec.horizontal).run()
+            except JobCancelled:
+                if self._closing:
+                    log.info("job_paused_for_shutdown")
+                return
+            except JobFailed as err:
+                self._finish(job_id, pb.JOB_STATE_FAILED, str(err), pb.JOB_EVENT_TYPE_FAILED)
+                return
+            except Exception as err:  # a bug must still end the job with a reason, not kill the thread silently
+                log.exception("job_crashed")
+                self._finish(job_id, pb.JOB_STATE_FAILED, f"internal error: {type(err).__name__}: {err}",
+                             pb.JOB_EVENT_TYPE_FAILED)
+                return
+            finally:
+                self._contexts.pop(job_id, None)
+            self._finish(job_id, pb.JOB_STATE_SUCCEEDED, "", pb.JOB_EVENT_TYPE_SUCCEEDED)
+
+    def _finish(self, job_id: str, state: int, reason: str, event_type: int) -> None:
+        if self._store.set_state(job_id, state, reason):
+            message = reason or "all rounds committed"
+            self._emit(pb.JobEvent(job_id=job_id, type=event_type, message=message))
+            log.info("job_finished", state=pb.JobState.Name(state), reason=reason)

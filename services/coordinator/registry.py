@@ -1,0 +1,76 @@
+"""Which parties exist, what they hold, and whether they are alive.
+
+Liveness is an application-level heartbeat (DESIGN.md): gRPC keepalive only proves a
+TCP path, not that the party's process can still train. A party silent for
+``party_timeout_s`` is offline and is not sampled into rounds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from fedcore import telemetry
+from fedcore.proto import coordinator_pb2 as pb
+
+from fedsuite.coordinator.store import SqliteStore
+
+
+class UnknownParty(KeyError):
+    """A heartbeat from a party that never registered (or registered before a reset)."""
+
+
+class PartyRegistry:
+    """Registered parties, persisted so a restarted coordinator still knows their addresses."""
+
+    def __init__(self, store: SqliteStore, party_timeout_s: float) -> None:
+        self._store = store
+        self._timeout = party_timeout_s
+        self._lock = threading.Lock()
+        self._parties = {p.party_id: p for p in store.load_parties()}
+        self._last_seen: dict[str, float] = {}
+        for party_id in self._parties:
+            telemetry.PARTICIPANT_STATUS.labels(participant_id=party_id).set(0)
+
+    def register(self, party: pb.PartyInfo) -> None:
+        with self._lock:
+            record = pb.PartyInfo()
+            record.CopyFrom(party)
+            record.last_seen = time.time()
+            self._parties[party.party_id] = record
+            self._last_seen[party.party_id] = time.monotonic()
+            self._store.save_party(record)
+        telemetry.PARTICIPANT_STATUS.labels(participant_id=party.party_id).set(1)
+
+    def heartbeat(self, party_id: str) -> None:
+        with self._lock:
+            if party_id not in self._parties:
+                raise UnknownParty(party_id)
+            self._last_seen[party_id] = time.monotonic()
+            self._parties[party_id].last_seen = time.time()
+        telemetry.PARTICIPANT_STATUS.labels(participant_id=party_id).set(1)
+
+    def is_online(self, party_id: str) -> bool:
+        seen = self._last_seen.get(party_id)
+        return seen is not None and time.monotonic() - seen <= self._timeout
+
+    def parties(self) -> list[pb.PartyInfo]:
+        """Every registered party with its current online flag, sorted by id."""
+        with self._lock:
+            records = [self._snapshot(p) for p in sorted(self._parties)]
+        return records
+
+    def _snapshot(self, party_id: str) -> pb.PartyInfo:
+        record = pb.PartyInfo()
+        record.CopyFrom(self._parties[party_id])
+        record.online = self.is_online(party_id)
+        return record
+
+    def online_holding(self, dataset: str) -> list[pb.PartyInfo]:
+        """Online parties that hold ``dataset``, sorted by id."""
+        return [p for p in self.parties() if p.online and any(d.name == dataset for d in p.datasets)]
+
+    def refresh_status(self) -> None:
+        """Publish each party's online flag as ``federated_participant_status``."""
+        for party in self.parties():
+            telemetry.PARTICIPANT_STATUS.labels(participant_id=party.party_id).set(1 if party.online else 0)

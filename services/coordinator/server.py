@@ -1,0 +1,60 @@
+"""Wires the coordinator together: state, registry, jobs, servicer and server."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from fedcore import telemetry
+from fedcore.proto import coordinator_pb2_grpc
+from fedcore.rpc import ChannelPool, Server, make_server
+from fedcore.tls import Identity
+
+from fedsuite.coordinator.config import CoordinatorConfig
+from fedsuite.coordinator.jobs import JobManager
+from fedsuite.coordinator.party_client import PartyClient
+from fedsuite.coordinator.registry import PartyRegistry
+from fedsuite.coordinator.servicer import POLICY, CoordinatorServicer
+from fedsuite.coordinator.store import CheckpointStore, SqliteStore
+from fedsuite.tlsconfig import tls_files
+
+
+class Coordinator:
+    """A running coordinator; ``stop`` leaves unfinished jobs resumable."""
+
+    def __init__(self, config: CoordinatorConfig, base_dir: Path, insecure: bool = False) -> None:
+        state = (base_dir / config.state_dir).resolve()
+        state.mkdir(parents=True, exist_ok=True)
+        tls = tls_files(config, base_dir, insecure)
+        self.store = SqliteStore(state / "coordinator.db")
+        checkpoints = CheckpointStore(state / "checkpoints")
+        self.registry = PartyRegistry(self.store, config.party_timeout_s)
+        self._channels = ChannelPool(tls, Identity(config.node_id, "coordinator"))
+        self.jobs = JobManager(self.store, checkpoints, self.registry, PartyClient(self._channels), config.call_timeout_s)
+        servicer = CoordinatorServicer(self.registry, self.jobs, checkpoints, config.heartbeat_interval_s, tls is None)
+
+        def add(server: object) -> str:
+            coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
+            return "fedsuite.v1.Coordinator"
+
+        self.server: Server = make_server(config.listen, tls, POLICY, [add])
+        self._stopping = threading.Event()
+        self._monitor = threading.Thread(target=self._watch_liveness, name="liveness", daemon=True)
+        self._monitor.start()
+        self.jobs.resume_unfinished()
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def _watch_liveness(self) -> None:
+        while not self._stopping.wait(1.0):
+            self.registry.refresh_status()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.server.stop()
+        self.jobs.close()
+        self._channels.close()
+        self.store.close()
+        telemetry.get_logger().info("stopped")

@@ -1,0 +1,89 @@
+"""Job specs: defaults for unset fields and validation that names the offending field.
+
+Validation happens at submit time on the coordinator, so a job from any client
+(the CLI, grpcurl, another language) is refused before it starts, with INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fedcore.proto import coordinator_pb2 as pb
+
+MAX_ROUNDS = 100_000
+MAX_VECTOR_SIZE = 1 << 31
+
+
+class SpecError(ValueError):
+    """A job spec field is missing or out of range; the message names the field."""
+
+
+def _require(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise SpecError(f"{field} {message}")
+
+
+def normalise(spec: pb.JobSpec) -> pb.JobSpec:
+    """A validated copy of ``spec`` with defaults filled in."""
+    kind = spec.WhichOneof("kind")
+    _require(kind is not None, "spec", "must set one job kind: horizontal")
+    result = pb.JobSpec()
+    result.CopyFrom(spec)
+    if kind == "horizontal":
+        _normalise_horizontal(result.horizontal)
+    return result
+
+
+def _normalise_horizontal(h: pb.HorizontalJobSpec) -> None:
+    f = "horizontal."
+    _require(bool(h.dataset.strip()), f + "dataset", "must name a dataset the parties hold")
+    _normalise_model(h.model, f + "model.")
+    h.rounds = h.rounds or 10
+    _require(0 < h.rounds <= MAX_ROUNDS, f + "rounds", f"must be in 1..{MAX_ROUNDS} (got {h.rounds})")
+    h.local_epochs = h.local_epochs or 1
+    _require(0 < h.local_epochs <= 10_000, f + "local_epochs", f"must be in 1..10000 (got {h.local_epochs})")
+    _require(h.batch_size >= 0, f + "batch_size", f"must be >= 0, 0 meaning the whole local set (got {h.batch_size})")
+    h.learning_rate = h.learning_rate or 0.1
+    _require(
+        math.isfinite(h.learning_rate) and 0 < h.learning_rate <= 100,
+        f + "learning_rate", f"must be in (0, 100] (got {h.learning_rate})",
+    )
+    if h.penalty == pb.PENALTY_UNSPECIFIED:
+        h.penalty = pb.PENALTY_NONE
+    _require(math.isfinite(h.alpha) and h.alpha >= 0, f + "alpha", f"must be >= 0 (got {h.alpha})")
+    h.min_parties = h.min_parties or 2
+    _require(0 < h.min_parties <= 10_000, f + "min_parties", f"must be in 1..10000 (got {h.min_parties})")
+    h.fraction = h.fraction or 1.0
+    _require(0 < h.fraction <= 1, f + "fraction", f"must be in (0, 1] (got {h.fraction})")
+    h.round_timeout_s = h.round_timeout_s or 120.0
+    _require(
+        math.isfinite(h.round_timeout_s) and 0 < h.round_timeout_s <= 86_400,
+        f + "round_timeout_s", f"must be in (0, 86400] (got {h.round_timeout_s})",
+    )
+    if not h.HasField("max_round_retries"):
+        h.max_round_retries = 2
+    _require(0 <= h.max_round_retries <= 100, f + "max_round_retries", f"must be in 0..100 (got {h.max_round_retries})")
+    if not h.HasField("standardize"):
+        h.standardize = h.model.type != pb.MODEL_TYPE_VECTOR
+    if not h.HasField("evaluate_every"):
+        h.evaluate_every = 1
+    _require(h.evaluate_every >= 0, f + "evaluate_every", f"must be >= 0 (got {h.evaluate_every})")
+
+
+def _normalise_model(m: pb.ModelSpec, f: str) -> None:
+    _require(m.type != pb.MODEL_TYPE_UNSPECIFIED, f + "type", "must be logistic_regression, mlp or vector")
+    if m.type == pb.MODEL_TYPE_MLP:
+        if not m.hidden_units:
+            m.hidden_units.append(32)
+        _require(
+            all(0 < u <= 65_536 for u in m.hidden_units) and len(m.hidden_units) <= 8,
+            f + "hidden_units", f"must be 1..8 layers of 1..65536 units (got {list(m.hidden_units)})",
+        )
+    else:
+        _require(not m.hidden_units, f + "hidden_units", "applies to mlp models only")
+    if m.type == pb.MODEL_TYPE_VECTOR:
+        _require(
+            0 < m.vector_size <= MAX_VECTOR_SIZE, f + "vector_size", f"must be in 1..{MAX_VECTOR_SIZE} (got {m.vector_size})"
+        )
+    else:
+        _require(m.vector_size == 0, f + "vector_size", "applies to vector models only")

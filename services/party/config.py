@@ -1,0 +1,25 @@
+"""The party's configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fedcore.config import ServerConfig
+from fedcore.data import DatasetConfig
+
+
+@dataclass(frozen=True)
+class PartyConfig(ServerConfig):
+    """``fedsuite party --config FILE`` reads this (every key also ``FEDSUITE_<KEY>``)."""
+
+    coordinator: str = "127.0.0.1:50051"
+    """host:port of the coordinator."""
+    advertise: str | None = None
+    """host:port the coordinator dials back; default: the listen host and the bound port."""
+    role: str = "guest"
+    """guest (holds labels) or host (features only, in vertical jobs)."""
+    organisation: str = ""
+    datasets: dict[str, DatasetConfig] = field(default_factory=dict)
+    """Dataset name -> CSV location and columns; paths relative to the config file."""
+    call_timeout_s: float = 10.0
+    """Deadline of the party's calls to the coordinator."""

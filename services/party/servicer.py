@@ -1,0 +1,116 @@
+"""The Party gRPC servicer: reads the task and weights off the stream, delegates to LocalWork."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+from fedcore import telemetry, tensors
+from fedcore.ml.models import Model, check_weights
+from fedcore.proto import common_pb2, party_pb2, party_pb2_grpc
+
+from fedsuite.party.work import LocalWork, Task, TaskMismatch, UnknownDataset
+from fedsuite.translate import model_config, train_config
+
+POLICY = {
+    f"/fedsuite.v1.Party/{m}": frozenset({"coordinator"}) for m in ("DescribeData", "Train", "Evaluate")
+}
+
+_ERRORS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (UnknownDataset, grpc.StatusCode.NOT_FOUND),
+    (TaskMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (ValueError, grpc.StatusCode.INVALID_ARGUMENT),  # includes TensorStreamError
+)
+
+
+def _abort(context: grpc.ServicerContext, err: Exception) -> None:
+    for kind, code in _ERRORS:
+        if isinstance(err, kind):
+            context.abort(code, str(err.args[0]) if err.args else str(err))
+    raise err
+
+
+def _task(message: party_pb2.TrainTask) -> Task:
+    if not message.job_id:
+        raise ValueError("task.job_id is empty")
+    if message.n_classes < 2:
+        raise ValueError(f"task.n_classes must be >= 2 (got {message.n_classes})")
+    mean = np.asarray(message.feature_mean, dtype=np.float64) if message.feature_mean else None
+    scale = np.asarray(message.feature_scale, dtype=np.float64) if message.feature_scale else None
+    return Task(
+        job_id=message.job_id, round=message.round, dataset=message.dataset,
+        model=model_config(message.model, message.n_features, message.n_classes),
+        train=train_config(message), feature_mean=mean, feature_scale=scale,
+    )
+
+
+class PartyServicer(party_pb2_grpc.PartyServicer):
+    """Thin: validation and translation only; the work is LocalWork's."""
+
+    def __init__(self, work: LocalWork, node_id: str) -> None:
+        self._work = work
+        self._node_id = node_id
+
+    def DescribeData(self, request: party_pb2.DescribeDataRequest, context: grpc.ServicerContext) -> party_pb2.DescribeDataResponse:
+        try:
+            stats = self._work.statistics(request.dataset)
+        except UnknownDataset as err:
+            _abort(context, err)
+            raise
+        return party_pb2.DescribeDataResponse(
+            n_rows=stats.n_rows, n_features=stats.n_features, feature_sum=stats.feature_sum.tolist(),
+            feature_sum_sq=stats.feature_sum_sq.tolist(), class_labels=stats.class_labels,
+        )
+
+    def _receive(self, requests: Iterator[party_pb2.TrainRequest] | Iterator[party_pb2.EvaluateRequest]) -> tuple[Task, Model, list[np.ndarray]]:
+        first = next(requests, None)
+        if first is None or not first.HasField("task"):
+            raise ValueError("the stream must start with a task")
+        task = _task(first.task)
+        model, _ = self._work.check(task)
+        specs = [tensors.TensorSpec(tuple(shape), np.dtype("<f4")) for shape in model.shapes()]
+        weights = tensors.assemble((_global_chunk(r) for r in requests), specs)
+        check_weights(model, weights)
+        telemetry.COMMUNICATION_BYTES.labels(direction="received", peer="coordinator").inc(tensors.nbytes(weights))
+        return task, model, weights
+
+    def Train(self, request_iterator: Iterator[party_pb2.TrainRequest], context: grpc.ServicerContext) -> Iterator[party_pb2.TrainResponse]:
+        try:
+            task, model, weights = self._receive(request_iterator)
+            with telemetry.bind(job_id=task.job_id, round=task.round, party_id=self._node_id):
+                result = self._work.train(task, model, weights)
+                try:
+                    check_weights(model, result.weights)
+                except ValueError as err:
+                    raise TaskMismatch(f"local training diverged ({err}); lower the learning rate") from err
+                telemetry.get_logger().info("trained", n_samples=result.n_samples, train_loss=result.train_loss)
+        except (ValueError, KeyError) as err:
+            _abort(context, err)
+            raise
+        yield party_pb2.TrainResponse(
+            summary=party_pb2.UpdateSummary(job_id=task.job_id, round=task.round, n_samples=result.n_samples,
+                                            train_loss=result.train_loss)
+        )
+        for chunk in tensors.iter_chunks(result.weights):
+            yield party_pb2.TrainResponse(update_chunk=chunk)
+        telemetry.COMMUNICATION_BYTES.labels(direction="sent", peer="coordinator").inc(tensors.nbytes(result.weights))
+
+    def Evaluate(self, request_iterator: Iterator[party_pb2.EvaluateRequest], context: grpc.ServicerContext) -> party_pb2.EvaluateResponse:
+        try:
+            task, model, weights = self._receive(request_iterator)
+            metrics = self._work.evaluate(task, model, weights)
+        except (ValueError, KeyError) as err:
+            _abort(context, err)
+            raise
+        return party_pb2.EvaluateResponse(
+            metrics=common_pb2.EvalMetrics(loss=metrics.loss, accuracy=metrics.accuracy, auc=metrics.auc,
+                                           n_samples=metrics.n_samples)
+        )
+
+
+def _global_chunk(request: party_pb2.TrainRequest | party_pb2.EvaluateRequest) -> tensors.tensor_pb2.TensorChunk:
+    if not request.HasField("global_chunk"):
+        raise tensors.TensorStreamError("only weight chunks may follow the task")
+    return request.global_chunk
