@@ -149,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=_certs_init)
 
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--coordinator", default=os.environ.get("FEDSUITE_COORDINATOR", "127.0.0.1:50051"))
-    client.add_argument("--certs", default=os.environ.get("FEDSUITE_CERTS", "certs"), help="directory of ca.pem and NAME.pem/.key")
-    client.add_argument("--identity", default=os.environ.get("FEDSUITE_IDENTITY", "admin"), help="certificate name to use")
+    client.add_argument("--coordinator", default=os.environ.get("FEDSUITE_CLI_COORDINATOR", "127.0.0.1:50051"))
+    client.add_argument("--certs", default=os.environ.get("FEDSUITE_CLI_CERTS", "certs"), help="directory of ca.pem and NAME.pem/.key")
+    client.add_argument("--identity", default=os.environ.get("FEDSUITE_CLI_IDENTITY", "admin"), help="certificate name to use")
     client.add_argument("--insecure", action="store_true", help="plaintext gRPC, development only")
     client.add_argument("--timeout", type=float, default=10.0, help="deadline of each call, seconds")
 

@@ -22,7 +22,7 @@ class JobFileError(ValueError):
 
 def _expand_enums(values: Any, descriptor: Descriptor, where: str) -> Any:
     if not isinstance(values, dict):
-        raise JobFileError(f"{where or 'job'}: expected a mapping")
+        raise JobFileError(f"{where.rstrip('.') or 'job'}: expected a mapping")
     expanded: dict[str, Any] = {}
     for key, value in values.items():
         field = descriptor.fields_by_name.get(key)

@@ -54,10 +54,15 @@ class ServerConfig:
 
 
 def env_overrides(environ: Mapping[str, str], prefix: str = ENV_PREFIX) -> dict[str, Any]:
-    """Nested dict of the overrides ``environ`` carries."""
+    """Nested dict of the overrides ``environ`` carries.
+
+    Values stay strings here; :func:`_build` parses them as YAML scalars only where the
+    field is not a string, so ``0123`` stays ``"0123"`` for a name and ``[::]:50051``
+    stays an address. ``FEDSUITE_CONFIG`` and the CLI's ``FEDSUITE_CLI_*`` are not keys.
+    """
     nested: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(prefix) or name == f"{prefix}CONFIG":
+    for name in sorted(environ):
+        if not name.startswith(prefix) or name == f"{prefix}CONFIG" or name.startswith(f"{prefix}CLI_"):
             continue
         path = name[len(prefix):].lower().split("__")
         node = nested
@@ -65,8 +70,22 @@ def env_overrides(environ: Mapping[str, str], prefix: str = ENV_PREFIX) -> dict[
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{name}: {'.'.join(path)} mixes a value and a mapping")
-        node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+        if isinstance(node.get(path[-1]), dict):
+            raise ConfigError(f"{name}: {'.'.join(path)} mixes a value and a mapping")
+        node[path[-1]] = _EnvValue(environ[name])
     return nested
+
+
+class _EnvValue(str):
+    """A raw environment string, parsed as a YAML scalar only when a non-string is expected."""
+
+    def parsed(self) -> Any:
+        if self == "":
+            return None
+        try:
+            return yaml.safe_load(self)
+        except yaml.YAMLError:
+            return str(self)
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,6 +100,8 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 def _build(kind: Any, value: Any, where: str) -> Any:
     """Convert ``value`` to ``kind`` (dataclass, dict[str, X], list, Optional, scalar)."""
+    if isinstance(value, _EnvValue):
+        value = str(value) if value and (kind is str or kind == (str | None)) else value.parsed()
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(kind)

@@ -70,17 +70,19 @@ def iter_chunks(arrays: Sequence[np.ndarray], chunk_bytes: int = CHUNK_BYTES) ->
     count = len(arrays)
     for index, array in enumerate(arrays):
         dtype = np.dtype(array.dtype).newbyteorder("<")
-        contiguous = np.ascontiguousarray(array, dtype=dtype)
-        raw = memoryview(contiguous).cast("B")
+        shape = np.shape(array)
+        raw = memoryview(np.ascontiguousarray(array, dtype=dtype).reshape(-1).view(np.uint8))
         itemsize = dtype.itemsize
-        step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)
+        if chunk_bytes < itemsize:
+            raise ValueError(f"chunk_bytes={chunk_bytes} is smaller than one {dtype} element")
+        step = chunk_bytes - chunk_bytes % itemsize
         total = len(raw)
         for offset in range(0, max(total, 1), step):
             yield tensor_pb2.TensorChunk(
                 tensor_index=index,
                 tensor_count=count,
                 dtype=proto_dtype(dtype),
-                shape=contiguous.shape,
+                shape=shape,
                 encoding=tensor_pb2.TENSOR_ENCODING_RAW,
                 offset=offset,
                 total_bytes=total,
@@ -140,6 +142,8 @@ class TensorStreamReader:
             raise TensorStreamError(f"encoding {chunk.encoding} where RAW was expected")
         if chunk.tensor_count != len(self._expected):
             raise TensorStreamError(f"stream has {chunk.tensor_count} tensors, expected {len(self._expected)}")
+        if self._tensor >= len(self._expected):
+            raise TensorStreamError(f"chunk of tensor {chunk.tensor_index} after the stream's last tensor")
         if chunk.tensor_index != self._tensor:
             raise TensorStreamError(f"chunk of tensor {chunk.tensor_index} where tensor {self._tensor} was expected")
         spec = self._expected[self._tensor]

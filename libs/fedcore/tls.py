@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import ipaddress
+import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +63,21 @@ def role_for(node: str) -> str:
     return node if node in ("coordinator", "arbiter", "admin") else "party"
 
 
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
 def parse_node(spec: str) -> tuple[str, str]:
-    """Parse ``NAME`` or ``NAME:ROLE`` as given to ``certs init --node``."""
+    """Parse ``NAME`` or ``NAME:ROLE`` as given to ``certs init --node``.
+
+    Names become file names next to the CA's, so they must be plain and may not be ``ca``.
+    """
     name, _, role = spec.partition(":")
     role = role or role_for(name)
-    if not name or role not in ROLES:
-        raise ValueError(f"bad node {spec!r}: expected NAME or NAME:ROLE with ROLE one of {', '.join(ROLES)}")
+    if not _NODE_NAME.match(name) or name == "ca" or role not in ROLES:
+        raise ValueError(
+            f"bad node {spec!r}: expected NAME or NAME:ROLE, NAME of letters, digits, '.', '_' or '-' "
+            f"(not 'ca'), ROLE one of {', '.join(ROLES)}"
+        )
     return name, role
 
 
@@ -87,9 +98,11 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
-    path.write_bytes(data)
-    if private:
-        path.chmod(0o600)
+    """Write ``data``; a private key is created 0600 from the start, never readable by others."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
 
 
 def _subject_alt_names(hosts: Iterable[str]) -> x509.SubjectAlternativeName:
@@ -121,6 +134,7 @@ def init_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certifica
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
         )
@@ -152,6 +166,8 @@ def issue_node(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .add_extension(_subject_alt_names([name, *hosts]), critical=False)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),

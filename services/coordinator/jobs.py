@@ -69,8 +69,7 @@ class JobManager:
         job = self._store.get_job(job_id)
         if job.state in TERMINAL_STATES:
             raise JobStateError(f"job {job_id} already ended ({pb.JobState.Name(job.state)})")
-        if self._store.set_state(job_id, pb.JOB_STATE_CANCELLED, "cancelled by request"):
-            self._emit(pb.JobEvent(job_id=job_id, type=pb.JOB_EVENT_TYPE_CANCELLED, message="cancelled by request"))
+        self._finish(job_id, pb.JOB_STATE_CANCELLED, "cancelled by request", pb.JOB_EVENT_TYPE_CANCELLED)
         flag = self._cancel_flags.get(job_id)
         if flag is not None:
             flag.set()
@@ -83,12 +82,13 @@ class JobManager:
         """Past events, then live ones, until the job ends (or the watcher leaves)."""
         self._store.get_job(job_id)  # raises JobNotFound
         sequence = 0
-        while True:
+        ended = False
+        while not ended:
             with self._changed:
+                # state before events: a final state and its event are stored in one transaction
+                ended = self._store.get_job(job_id).state in TERMINAL_STATES or self._closing or not still_wanted()
                 events = self._store.events_after(job_id, sequence)
-                if not events:
-                    if self._store.get_job(job_id).state in TERMINAL_STATES or self._closing or not still_wanted():
-                        return
+                if not events and not ended:
                     self._changed.wait(timeout=1.0)
                     continue
             for event in events:
@@ -158,7 +158,8 @@ class JobManager:
             self._finish(job_id, pb.JOB_STATE_SUCCEEDED, "", pb.JOB_EVENT_TYPE_SUCCEEDED)
 
     def _finish(self, job_id: str, state: int, reason: str, event_type: int) -> None:
-        if self._store.set_state(job_id, state, reason):
-            message = reason or "all rounds committed"
-            self._emit(pb.JobEvent(job_id=job_id, type=event_type, message=message))
-            log.info("job_finished", state=pb.JobState.Name(state), reason=reason)
+        event = pb.JobEvent(job_id=job_id, type=event_type, message=reason or "all rounds committed")
+        if self._store.finish_job(job_id, state, reason, event):
+            with self._changed:
+                self._changed.notify_all()
+            log.info("job_finished", job_id=job_id, state=pb.JobState.Name(state), reason=reason)

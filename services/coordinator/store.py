@@ -112,15 +112,32 @@ class SqliteStore:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def set_state(self, job_id: str, state: int, reason: str = "") -> bool:
-        """Move a job to ``state`` unless it already ended; True when it moved."""
-        terminal = tuple(TERMINAL_STATES)
+    def set_state(self, job_id: str, state: int) -> bool:
+        """Move an unfinished job to a non-final ``state``; True when it moved."""
         with self._lock:
-            cursor = self._db.execute(
-                f"UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE job_id = ? "
-                f"AND state NOT IN ({','.join('?' * len(terminal))})",
-                (state, reason, time.time(), job_id, *terminal),
-            )
+            return self._set_state(job_id, state, "")
+
+    def finish_job(self, job_id: str, state: int, reason: str, event: pb.JobEvent) -> bool:
+        """End an unfinished job and store its final event, in one transaction; True when it ended here."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                moved = self._set_state(job_id, state, reason)
+                if moved:
+                    self._append_event(event)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return moved
+
+    def _set_state(self, job_id: str, state: int, reason: str) -> bool:
+        terminal = tuple(TERMINAL_STATES)
+        cursor = self._db.execute(
+            f"UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE job_id = ? "
+            f"AND state NOT IN ({','.join('?' * len(terminal))})",
+            (state, reason, time.time(), job_id, *terminal),
+        )
         return cursor.rowcount == 1
 
     def save_model_info(self, job_id: str, info: pb.ModelInfo) -> None:
@@ -158,16 +175,19 @@ class SqliteStore:
     def append_event(self, event: pb.JobEvent) -> pb.JobEvent:
         """Store ``event`` with the job's next sequence number and return it."""
         with self._lock:
-            (last,) = self._db.execute(
-                "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE job_id = ?", (event.job_id,)
-            ).fetchone()
-            stored = pb.JobEvent()
-            stored.CopyFrom(event)
-            stored.sequence = last + 1
-            stored.time = stored.time or time.time()
-            self._db.execute(
-                "INSERT INTO events VALUES (?, ?, ?)", (event.job_id, stored.sequence, stored.SerializeToString())
-            )
+            return self._append_event(event)
+
+    def _append_event(self, event: pb.JobEvent) -> pb.JobEvent:
+        (last,) = self._db.execute(
+            "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE job_id = ?", (event.job_id,)
+        ).fetchone()
+        stored = pb.JobEvent()
+        stored.CopyFrom(event)
+        stored.sequence = last + 1
+        stored.time = stored.time or time.time()
+        self._db.execute(
+            "INSERT INTO events VALUES (?, ?, ?)", (event.job_id, stored.sequence, stored.SerializeToString())
+        )
         return stored
 
     def events_after(self, job_id: str, sequence: int) -> list[pb.JobEvent]:

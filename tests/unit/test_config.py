@@ -115,37 +115,43 @@ def test_empty_environment_value_is_null(tmp_path: Path) -> None:
         _load(tmp_path, APP_YAML, FEDSUITE_NAME="")
 
 
-def test_env_overrides_parses_yaml_scalars() -> None:
+def test_env_overrides_keep_raw_strings_until_a_type_asks() -> None:
     overrides = env_overrides({
         "FEDSUITE_PORT": "8080",
-        "FEDSUITE_RATE": "0.25",
-        "FEDSUITE_ON": "true",
-        "FEDSUITE_OFF": "False",
-        "FEDSUITE_TEXT": "hello world",
-        "FEDSUITE_NOTHING": "",
-        "FEDSUITE_NULL": "null",
-        "FEDSUITE_LIST": "[1, 2]",
-        "FEDSUITE_ADDRESS": "0.0.0.0:50051",
+        "FEDSUITE_ADDRESS": "[::]:50051",
         "FEDSUITE_TLS__CA": "/certs/ca.pem",
         "FEDSUITE_DATASETS__BREAST__PATH": "/data/b.csv",
         "FEDSUITE_CONFIG": "cfg.yaml",
+        "FEDSUITE_CLI_CERTS": "certs",
         "FEDSUITEX": "1",
         "PATH": "/usr/bin",
     })
     assert overrides == {
-        "port": 8080,
-        "rate": 0.25,
-        "on": True,
-        "off": False,
-        "text": "hello world",
-        "nothing": None,
-        "null": None,
-        "list": [1, 2],
-        "address": "0.0.0.0:50051",
+        "port": "8080",
+        "address": "[::]:50051",
         "tls": {"ca": "/certs/ca.pem"},
         "datasets": {"breast": {"path": "/data/b.csv"}},
     }
-    assert env_overrides({"APP_PORT": "1"}, prefix="APP_") == {"port": 1}
+    assert env_overrides({"APP_PORT": "1"}, prefix="APP_") == {"port": "1"}
+
+
+@dataclass(frozen=True)
+class Scalars:
+    port: int = 0
+    rate: float = 0.0
+    on: bool = False
+    off: bool = True
+    text: str = ""
+    maybe: str | None = "set"
+    items: list[int] = field(default_factory=list)
+
+
+def test_env_values_are_parsed_as_yaml_scalars_where_the_field_is_not_a_string() -> None:
+    scalars = load_config(Scalars, None, environ={
+        "FEDSUITE_PORT": "8080", "FEDSUITE_RATE": "0.25", "FEDSUITE_ON": "true", "FEDSUITE_OFF": "False",
+        "FEDSUITE_TEXT": "0123", "FEDSUITE_MAYBE": "", "FEDSUITE_ITEMS": "[1, 2]",
+    })
+    assert scalars == Scalars(port=8080, rate=0.25, on=True, off=False, text="0123", maybe=None, items=[1, 2])
 
 
 def test_env_overrides_refuses_a_value_under_a_value() -> None:

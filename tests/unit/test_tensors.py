@@ -270,6 +270,17 @@ def test_finish_refuses_a_stream_that_ended_early() -> None:
 
 def test_rejects_extra_chunk_after_completion() -> None:
     chunks = _stream()
-    _reject(chunks + [chunks[-1]], "chunk of tensor 1 where tensor 2 was expected")
-    with pytest.raises(TensorStreamError, match="chunk of tensor 0 where tensor 2 was expected"):
+    _reject(chunks + [chunks[-1]], "chunk of tensor 1 after the stream.s last tensor")
+    with pytest.raises(TensorStreamError, match="chunk of tensor 0 after the stream.s last tensor"):
         assemble(chunks + [chunks[0]], specs_of([F32, I64]))
+
+
+def test_scalar_and_multidimensional_empty_tensors_round_trip() -> None:
+    arrays = [np.array(2.5, dtype=np.float32), np.zeros((0, 3)), np.zeros((3, 0)), np.zeros((2, 0, 4), np.int64)]
+    out = assemble(iter_chunks(arrays, 100), specs_of(arrays))
+    assert [a.shape for a in out] == [(), (0, 3), (3, 0), (2, 0, 4)] and out[0] == 2.5
+
+
+def test_chunk_size_below_one_element_is_refused() -> None:
+    with pytest.raises(ValueError, match="smaller than one"):
+        list(iter_chunks([np.zeros(3, np.float64)], 4))

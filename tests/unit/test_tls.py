@@ -65,7 +65,7 @@ def test_parse_node(spec: str, parsed: tuple[str, str]) -> None:
 
 @pytest.mark.parametrize("spec", ["", ":party", "x:root", "x:Party", "a:b:c", "x:ca"])
 def test_parse_node_rejects_bad_specs(spec: str) -> None:
-    with pytest.raises(ValueError, match=f"bad node '{spec}': expected NAME or NAME:ROLE with ROLE one of "
+    with pytest.raises(ValueError, match=f"bad node '{spec}': expected NAME or NAME:ROLE, .*ROLE one of "
                                          "coordinator, arbiter, party, admin"):
         parse_node(spec)
 
@@ -235,3 +235,20 @@ def test_server_refuses_a_client_certificate_of_another_ca(server: Server, pki_d
     files = TlsFiles(pki_dir / "ca.pem", foreign.cert, foreign.key)
     error = _refused(f"127.0.0.1:{server.port}", files)
     assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("spec", ["ca", "ca:party", "../outside", "a/b"])
+def test_node_names_must_be_plain_file_names_and_not_ca(spec: str) -> None:
+    with pytest.raises(ValueError, match="bad node"):
+        parse_node(spec)
+
+
+def test_certificates_pass_a_strict_rfc5280_verifier(tmp_path: Path) -> None:
+    from cryptography.x509.verification import PolicyBuilder, Store
+
+    init_pki(tmp_path, ["party-a"])
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
+    leaf = x509.load_pem_x509_certificate((tmp_path / "party-a.pem").read_bytes())
+    verifier = PolicyBuilder().store(Store([ca])).build_client_verifier()
+    verified = verifier.verify(leaf, [])
+    assert verified.chain[-1] == ca

@@ -48,6 +48,7 @@ class StreamingFedAvg:
     _parties: dict[str, PartyContribution] = field(init=False, default_factory=dict)
     _tainted_by: set[str] = field(init=False, default_factory=set)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _committed: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self._sum = [np.zeros(spec.shape, dtype=spec.dtype) for spec in self.specs]
@@ -98,6 +99,8 @@ class StreamingFedAvg:
     def commit(self) -> RoundResult:
         """The sample-weighted mean of the complete updates; refuses a tainted sum."""
         with self._lock:
+            if self._committed:
+                raise RuntimeError("the round was already committed")
             if self._tainted_by:
                 raise RuntimeError(f"partial updates of {sorted(self._tainted_by)} are in the sum")
             done = {p: c for p, c in self._parties.items() if c.complete}
@@ -109,4 +112,5 @@ class StreamingFedAvg:
             for array in self._sum:
                 array *= np.asarray(1.0 / total, dtype=array.dtype)
             loss = sum(c.weight * c.train_loss for c in done.values()) / total
+            self._committed = True
             return RoundResult(self._sum, sorted(done), total, float(loss))
