@@ -1,0 +1,60 @@
+"""Shared fixtures: certificates, party data and federations of real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedcore.tls import TlsFiles, init_pki
+
+from fedsuite.demo import PARTIES, prepare_horizontal_data
+from fedsuite.local import LocalFederation
+
+NODES = ["coordinator", "arbiter", *PARTIES, "party-x"]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A development CA with certificates for every node the tests use (and 'admin')."""
+    directory = tmp_path_factory.mktemp("certs")
+    init_pki(directory, [*NODES, "admin"])
+    return directory
+
+
+@pytest.fixture(scope="session")
+def foreign_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another CA: its certificates carry the right names but are not the federation's."""
+    directory = tmp_path_factory.mktemp("foreign-certs")
+    init_pki(directory, ["admin", "party-a", "coordinator"])
+    return directory
+
+
+def tls(pki: Path, name: str) -> TlsFiles:
+    return TlsFiles.in_dir(pki, name)
+
+
+@pytest.fixture(scope="session")
+def breast_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each demo party's train/eval CSVs (breast cancer, stratified 80/20, one party label-skewed)."""
+    directory = tmp_path_factory.mktemp("breast")
+    prepare_horizontal_data(directory)
+    return directory
+
+
+def breast_dataset(breast_dir: Path, party: str) -> dict[str, str]:
+    return {"path": str(breast_dir / f"{party}-train.csv"), "eval_path": str(breast_dir / f"{party}-eval.csv"),
+            "label": "target"}
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[LocalFederation]:
+    """An empty federation in a fresh directory; every process it starts is stopped afterwards."""
+    fed = LocalFederation(tmp_path / "federation")
+    fed.init_certs(NODES)
+    try:
+        yield fed
+    finally:
+        for node in fed.nodes.values():
+            node.kill() if node.kind == "party" else node.stop()

@@ -1,0 +1,316 @@
+"""Bad input gets the right gRPC status and never touches the global model.
+
+Servers run in this process on 127.0.0.1 over real mTLS; the adversarial party is a
+real gRPC Party server with a valid certificate that answers with broken updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from fedcore import tensors
+from fedcore.config import TlsConfig
+from fedcore.data import DatasetConfig
+from fedcore.proto import common_pb2, coordinator_pb2 as pb, coordinator_pb2_grpc, party_pb2, party_pb2_grpc
+from fedcore.rpc import MAX_MESSAGE_BYTES, make_channel, make_server
+from fedcore.tls import Identity
+
+from fedsuite.client import CoordinatorAdmin
+from fedsuite.coordinator import Coordinator, CoordinatorConfig
+from fedsuite.demo import horizontal_job
+from fedsuite.party import Party, PartyConfig
+from fedsuite.party.servicer import POLICY as PARTY_POLICY
+from tests.conftest import tls
+
+DEADLINE = 10.0
+
+
+def tls_config(pki: Path, name: str) -> TlsConfig:
+    return TlsConfig(ca=str(pki / "ca.pem"), cert=str(pki / f"{name}.pem"), key=str(pki / f"{name}.key"))
+
+
+@pytest.fixture
+def coordinator(pki: Path, tmp_path: Path) -> Iterator[Coordinator]:
+    config = CoordinatorConfig(node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"),
+                               state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5, party_timeout_s=60)
+    service = Coordinator(config, tmp_path)
+    yield service
+    service.stop()
+
+
+def start_party(pki: Path, breast_dir: Path, coordinator: Coordinator, name: str) -> Party:
+    config = PartyConfig(
+        node_id=name, listen="127.0.0.1:0", tls=tls_config(pki, name), coordinator=f"127.0.0.1:{coordinator.port}",
+        datasets={"breast": DatasetConfig(path=str(breast_dir / f"{name}-train.csv"),
+                                          eval_path=str(breast_dir / f"{name}-eval.csv"), label="target")},
+    )
+    party = Party(config, breast_dir)
+    assert party.registered.wait(DEADLINE)
+    return party
+
+
+@pytest.fixture
+def parties(pki: Path, breast_dir: Path, coordinator: Coordinator) -> Iterator[dict[str, Party]]:
+    started = {name: start_party(pki, breast_dir, coordinator, name) for name in ("party-a", "party-b")}
+    yield started
+    for party in started.values():
+        party.stop()
+
+
+def admin(pki: Path, coordinator: Coordinator) -> CoordinatorAdmin:
+    return CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin"), timeout_s=DEADLINE)
+
+
+def stub_as(pki: Path, name: str, port: int) -> coordinator_pb2_grpc.CoordinatorStub:
+    return coordinator_pb2_grpc.CoordinatorStub(make_channel(f"127.0.0.1:{port}", tls(pki, name)))
+
+
+def code_of(call: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()  # type: ignore[operator]
+    return caught.value.code(), caught.value.details()  # type: ignore[attr-defined]
+
+
+# -- authentication and authorisation ---------------------------------------------------------
+def test_client_without_certificate_is_refused(pki: Path, coordinator: Coordinator) -> None:
+    credentials = grpc.ssl_channel_credentials(root_certificates=(pki / "ca.pem").read_bytes())
+    channel = grpc.secure_channel(f"127.0.0.1:{coordinator.port}", credentials)
+    stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+    code, _ = code_of(lambda: stub.ListParties(pb.ListPartiesRequest(), timeout=DEADLINE))
+    assert code == grpc.StatusCode.UNAVAILABLE  # refused in the TLS handshake, before any method runs
+
+
+def test_certificate_from_another_ca_is_refused(foreign_pki: Path, coordinator: Coordinator) -> None:
+    stub = coordinator_pb2_grpc.CoordinatorStub(
+        make_channel(f"127.0.0.1:{coordinator.port}", tls(foreign_pki, "admin")))
+    code, _ = code_of(lambda: stub.ListParties(pb.ListPartiesRequest(), timeout=DEADLINE))
+    assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_plaintext_client_is_refused(coordinator: Coordinator) -> None:
+    stub = coordinator_pb2_grpc.CoordinatorStub(
+        make_channel(f"127.0.0.1:{coordinator.port}", None, Identity("admin", "admin")))
+    code, _ = code_of(lambda: stub.ListParties(pb.ListPartiesRequest(), timeout=DEADLINE))
+    assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_party_may_not_call_admin_methods(pki: Path, coordinator: Coordinator) -> None:
+    stub = stub_as(pki, "party-a", coordinator.port)
+    code, details = code_of(lambda: stub.SubmitJob(pb.SubmitJobRequest(spec=horizontal_job(1)), timeout=DEADLINE))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "party-a" in details
+    code, _ = code_of(lambda: stub.ListParties(pb.ListPartiesRequest(), timeout=DEADLINE))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_admin_may_not_register_as_party(pki: Path, coordinator: Coordinator) -> None:
+    stub = stub_as(pki, "admin", coordinator.port)
+    request = pb.RegisterPartyRequest(party_id="admin", role=common_pb2.PARTY_ROLE_GUEST, address="127.0.0.1:1")
+    assert code_of(lambda: stub.RegisterParty(request, timeout=DEADLINE))[0] == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_party_may_not_speak_for_another(pki: Path, coordinator: Coordinator) -> None:
+    stub = stub_as(pki, "party-a", coordinator.port)
+    request = pb.RegisterPartyRequest(party_id="party-b", role=common_pb2.PARTY_ROLE_GUEST, address="127.0.0.1:1")
+    code, details = code_of(lambda: stub.RegisterParty(request, timeout=DEADLINE))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "party-b" in details
+    code, _ = code_of(lambda: stub.Heartbeat(pb.HeartbeatRequest(party_id="party-b"), timeout=DEADLINE))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_party_may_not_call_another_party(pki: Path, breast_dir: Path, coordinator: Coordinator,
+                                          parties: dict[str, Party]) -> None:
+    channel = make_channel(f"127.0.0.1:{parties['party-b'].port}", tls(pki, "party-a"))
+    stub = party_pb2_grpc.PartyStub(channel)
+    request = party_pb2.DescribeDataRequest(job_id="j", dataset="breast")
+    code, details = code_of(lambda: stub.DescribeData(request, timeout=DEADLINE))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "coordinator" in details
+
+
+# -- coordinator API ----------------------------------------------------------------------------
+def test_unknown_party_heartbeat_is_not_found(pki: Path, coordinator: Coordinator) -> None:
+    stub = stub_as(pki, "party-x", coordinator.port)
+    code, details = code_of(lambda: stub.Heartbeat(pb.HeartbeatRequest(party_id="party-x"), timeout=DEADLINE))
+    assert code == grpc.StatusCode.NOT_FOUND and "RegisterParty" in details
+
+
+@pytest.mark.parametrize("field, value", [("address", "not an address"), ("role", 0), ("party_id", "")])
+def test_bad_registration_is_invalid(pki: Path, coordinator: Coordinator, field: str, value: object) -> None:
+    request = pb.RegisterPartyRequest(party_id="party-x", role=common_pb2.PARTY_ROLE_GUEST, address="127.0.0.1:9")
+    setattr(request, field, value)
+    stub = stub_as(pki, "party-x", coordinator.port)
+    code, _ = code_of(lambda: stub.RegisterParty(request, timeout=DEADLINE))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("learning_rate", -1.0, "horizontal.learning_rate"),
+    ("rounds", -3, "horizontal.rounds"),
+    ("fraction", 1.5, "horizontal.fraction"),
+    ("dataset", "", "horizontal.dataset"),
+])
+def test_bad_job_spec_names_the_field(pki: Path, coordinator: Coordinator, field: str, value: object, named: str) -> None:
+    spec = horizontal_job(3)
+    setattr(spec.horizontal, field, value)
+    with admin(pki, coordinator) as client:
+        code, details = code_of(lambda: client.submit(spec))
+        assert client.list() == []  # nothing was stored
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and named in details
+
+
+def test_unknown_job_is_not_found_everywhere(pki: Path, coordinator: Coordinator) -> None:
+    with admin(pki, coordinator) as client:
+        for call in (lambda: client.get("nope"), lambda: client.cancel("nope"),
+                     lambda: list(client.watch("nope", 5)), lambda: client.download_model("nope")):
+            code, details = code_of(call)
+            assert code == grpc.StatusCode.NOT_FOUND and "nope" in details
+
+
+# -- party API -------------------------------------------------------------------------------------
+def _task(**changes: object) -> party_pb2.TrainTask:
+    task = party_pb2.TrainTask(job_id="job-1", round=1, dataset="breast",
+                               model=pb.ModelSpec(type=pb.MODEL_TYPE_LOGISTIC_REGRESSION), n_features=30, n_classes=2,
+                               local_epochs=1, batch_size=16, learning_rate=0.1, penalty=pb.PENALTY_NONE)
+    for key, value in changes.items():
+        setattr(task, key, value)
+    return task
+
+
+def _weights(shape: tuple[int, ...] = (30, 1)) -> list[np.ndarray]:
+    return [np.zeros(shape, np.float32), np.zeros((1,), np.float32)]
+
+
+def _train_requests(task: party_pb2.TrainTask, weights: list[np.ndarray]) -> list[party_pb2.TrainRequest]:
+    return [party_pb2.TrainRequest(task=task), *(party_pb2.TrainRequest(global_chunk=c)
+                                                 for c in tensors.iter_chunks(weights))]
+
+
+def _train(pki: Path, party: Party, requests: list[party_pb2.TrainRequest]) -> list[party_pb2.TrainResponse]:
+    stub = party_pb2_grpc.PartyStub(make_channel(f"127.0.0.1:{party.port}", tls(pki, "coordinator")))
+    return list(stub.Train(iter(requests), timeout=DEADLINE))
+
+
+def _nan_weights() -> list[np.ndarray]:
+    weights = _weights()
+    weights[0][3, 0] = np.nan
+    return weights
+
+
+def _overrun() -> list[party_pb2.TrainRequest]:
+    """The first tensor's chunk carries one float more than the tensor holds."""
+    requests = _train_requests(_task(), _weights())
+    requests[1].global_chunk.data += b"\0\0\0\0"
+    return requests
+
+
+def _oversized() -> list[party_pb2.TrainRequest]:
+    chunk = next(tensors.iter_chunks([np.zeros(MAX_MESSAGE_BYTES // 4 + 16, np.float32)], chunk_bytes=MAX_MESSAGE_BYTES * 2))
+    return [party_pb2.TrainRequest(task=_task()), party_pb2.TrainRequest(global_chunk=chunk)]
+
+
+@pytest.mark.parametrize("requests, expected, words", [
+    (lambda: _train_requests(_task(), _weights())[1:], grpc.StatusCode.INVALID_ARGUMENT, "start with a task"),
+    (lambda: _train_requests(_task(dataset="other"), _weights()), grpc.StatusCode.NOT_FOUND, "other"),
+    (lambda: _train_requests(_task(job_id=""), _weights()), grpc.StatusCode.INVALID_ARGUMENT, "job_id"),
+    (lambda: _train_requests(_task(n_features=12), _weights((12, 1))), grpc.StatusCode.FAILED_PRECONDITION, "features"),
+    (lambda: _train_requests(_task(), _weights((1, 30))), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+    (lambda: _train_requests(_task(), _nan_weights()), grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
+    (lambda: _train_requests(_task(), _weights())[:2], grpc.StatusCode.INVALID_ARGUMENT, "ended early"),
+    (_overrun, grpc.StatusCode.INVALID_ARGUMENT, "overruns"),
+    (_oversized, grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+])
+def test_party_rejects_bad_train_streams(pki: Path, breast_dir: Path, coordinator: Coordinator,
+                                         parties: dict[str, Party], requests, expected, words) -> None:  # type: ignore[no-untyped-def]
+    code, details = code_of(lambda: _train(pki, parties["party-a"], requests()))
+    assert code == expected and words in details, details
+    # the party still serves a good stream afterwards
+    responses = _train(pki, parties["party-a"], _train_requests(_task(round=5), _weights()))
+    assert responses[0].summary.n_samples > 0
+
+
+def test_party_refuses_a_round_older_than_one_it_trained(pki: Path, breast_dir: Path, coordinator: Coordinator,
+                                                         parties: dict[str, Party]) -> None:
+    _train(pki, parties["party-a"], _train_requests(_task(round=4), _weights()))
+    code, details = code_of(lambda: _train(pki, parties["party-a"], _train_requests(_task(round=2), _weights())))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "older" in details
+
+
+# -- an adversarial party never touches the global model ----------------------------------------------
+class BrokenParty(party_pb2_grpc.PartyServicer):
+    """Answers Train with an update broken in one way; honest in DescribeData and Evaluate."""
+
+    def __init__(self, honest: party_pb2_grpc.PartyServicer, mode: str) -> None:
+        self._honest = honest
+        self._mode = mode
+
+    def DescribeData(self, request, context):  # type: ignore[no-untyped-def]
+        return self._honest.DescribeData(request, context)
+
+    def Evaluate(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        return self._honest.Evaluate(request_iterator, context)
+
+    def Train(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        task = next(request_iterator).task
+        for _ in request_iterator:
+            pass
+        round_number = task.round + (1 if self._mode == "wrong_round" else 0)
+        job_id = "another-job" if self._mode == "wrong_job" else task.job_id
+        yield party_pb2.TrainResponse(summary=party_pb2.UpdateSummary(
+            job_id=job_id, round=round_number, n_samples=10**6, train_loss=0.1))
+        shape = (29, 1) if self._mode == "wrong_shape" else (30, 1)
+        kernel = np.full(shape, 1e6, np.float32)
+        if self._mode == "nan":
+            kernel[-1, 0] = np.nan
+        for chunk in tensors.iter_chunks([kernel, np.full((1,), 1e6, np.float32)], chunk_bytes=64):
+            yield party_pb2.TrainResponse(update_chunk=chunk)
+        if self._mode == "extra_chunk":
+            yield party_pb2.TrainResponse(update_chunk=chunk)
+
+
+def _run_job(pki: Path, coordinator: Coordinator) -> tuple[pb.Job, list[np.ndarray]]:
+    spec = horizontal_job(2)
+    spec.horizontal.min_parties = 2
+    spec.horizontal.standardize = False  # so the model depends on the updates alone, not on who described data
+    with admin(pki, coordinator) as client:
+        job_id = client.submit(spec)
+        final = client.wait(job_id, 120)
+        return final, client.download_model(job_id).weights
+
+
+@pytest.mark.parametrize("mode", ["nan", "wrong_shape", "wrong_round", "wrong_job", "extra_chunk"])
+def test_broken_update_is_dropped_and_the_model_is_untouched(
+    pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party], mode: str,
+) -> None:
+    honest_final, honest_weights = _run_job(pki, coordinator)
+    assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
+
+    def add(server: grpc.Server) -> str:
+        party_pb2_grpc.add_PartyServicer_to_server(BrokenParty(_honest_servicer(pki, breast_dir), mode), server)
+        return "fedsuite.v1.Party"
+
+    broken = make_server("127.0.0.1:0", tls(pki, "party-x"), PARTY_POLICY, [add])
+    try:
+        stub = stub_as(pki, "party-x", coordinator.port)
+        datasets = [common_pb2.DatasetInfo(name="breast", n_rows=100, n_eval_rows=0, n_features=30, has_label=True)]
+        stub.RegisterParty(pb.RegisterPartyRequest(party_id="party-x", role=common_pb2.PARTY_ROLE_GUEST,
+                                                   address=f"127.0.0.1:{broken.port}", datasets=datasets), timeout=DEADLINE)
+        final, weights = _run_job(pki, coordinator)
+    finally:
+        broken.stop(0)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    assert all(sorted(r.parties) == ["party-a", "party-b"] for r in final.rounds)
+    for mine, theirs in zip(weights, honest_weights):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def _honest_servicer(pki: Path, breast_dir: Path) -> party_pb2_grpc.PartyServicer:
+    from fedsuite.party.datasets import DatasetCatalog
+    from fedsuite.party.servicer import PartyServicer
+    from fedsuite.party.work import LocalWork
+
+    catalog = DatasetCatalog({"breast": DatasetConfig(path=str(breast_dir / "party-c-train.csv"), label="target")}, breast_dir)
+    return PartyServicer(LocalWork(catalog), "party-x")

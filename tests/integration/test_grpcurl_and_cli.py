@@ -1,0 +1,127 @@
+"""grpcurl (a real Go client, over mTLS, via reflection) and the fedsuite CLI against live services."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedsuite.demo import PARTIES
+from fedsuite.local import LocalFederation
+from tests.conftest import NODES, breast_dataset
+
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+SERVICES = {"coordinator": "fedsuite.v1.Coordinator", "arbiter": "fedsuite.v1.Arbiter", "party-a": "fedsuite.v1.Party"}
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, breast_dir: Path) -> Iterator[LocalFederation]:
+    federation = LocalFederation(tmp_path_factory.mktemp("federation"))
+    federation.init_certs(NODES)
+    try:
+        federation.start_coordinator()
+        federation.start_arbiter()
+        for party in PARTIES[:2]:
+            federation.start_party(party, {"breast": breast_dataset(breast_dir, party)})
+        federation.wait_for_parties(list(PARTIES[:2]))
+        yield federation
+    finally:
+        federation.stop_all()
+
+
+def grpcurl(federation: LocalFederation, node: str, *verb: str, data: str | None = None,
+            identity: str | None = "admin") -> subprocess.CompletedProcess[str]:
+    """``grpcurl [tls] [-d DATA] ADDRESS VERB...`` with a connect timeout and an overall deadline."""
+    certs = federation.certs
+    options = ["-connect-timeout", "5", "-max-time", "15", "-cacert", str(certs / "ca.pem")]
+    if identity:
+        options += ["-cert", str(certs / f"{identity}.pem"), "-key", str(certs / f"{identity}.key")]
+    if data is not None:
+        options += ["-d", data]
+    command = [GRPCURL, *options, federation.nodes[node].address, *verb]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("node", list(SERVICES))
+def test_grpcurl_lists_describes_and_health_checks(running: LocalFederation, node: str) -> None:
+    listed = grpcurl(running, node, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert {SERVICES[node], "grpc.health.v1.Health"} <= set(listed.stdout.split())
+    described = grpcurl(running, node, "describe", SERVICES[node])
+    assert described.returncode == 0, described.stderr
+    assert "rpc " in described.stdout and SERVICES[node] in described.stdout
+    health = grpcurl(running, node, "grpc.health.v1.Health/Check", data=json.dumps({"service": SERVICES[node]}))
+    assert health.returncode == 0, health.stderr
+    assert json.loads(health.stdout)["status"] == "SERVING"
+
+
+def test_grpcurl_calls_the_api_and_is_refused_without_certificate(running: LocalFederation) -> None:
+    reply = grpcurl(running, "coordinator", "fedsuite.v1.Coordinator/ListParties", data="{}")
+    assert reply.returncode == 0, reply.stderr
+    assert {p["party_id"] for p in json.loads(reply.stdout)["parties"]} == {"party-a", "party-b"}
+    refused = grpcurl(running, "coordinator", "fedsuite.v1.Coordinator/ListParties", data="{}", identity=None)
+    assert refused.returncode != 0
+    denied = grpcurl(running, "coordinator", "fedsuite.v1.Coordinator/ListParties", data="{}", identity="party-a")
+    assert denied.returncode != 0 and "PermissionDenied" in denied.stderr
+
+
+def fedsuite(federation: LocalFederation, *args: str) -> subprocess.CompletedProcess[str]:
+    client = ["--coordinator", federation.coordinator_address, "--certs", str(federation.certs)]
+    command = [sys.executable, "-m", "fedsuite.cli", *args[:2], *client, *args[2:]]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180,
+                          env={"COLUMNS": "200", "PATH": str(Path(sys.executable).parent)})
+
+
+def test_cli_submits_watches_lists_gets_and_cancels(running: LocalFederation, tmp_path: Path) -> None:
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(
+        "name: cli-job\nhorizontal:\n  dataset: breast\n  model: {type: logistic_regression}\n"
+        "  rounds: 3\n  penalty: l2\n  alpha: 0.001\n  min_parties: 2\n  batch_size: 16\n"
+    )
+    submitted = fedsuite(running, "job", "submit", str(job_file), "--watch")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.split()[0]
+    assert "round 3" in submitted.stdout and "succeeded" in submitted.stdout
+    got = fedsuite(running, "job", "get", job_id)
+    assert got.returncode == 0 and json.loads(got.stdout)["state"] == "JOB_STATE_SUCCEEDED"
+    listed = fedsuite(running, "job", "list")
+    assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    parties = fedsuite(running, "parties")
+    assert "party-a" in parties.stdout and "yes" in parties.stdout
+    cancelled = fedsuite(running, "job", "cancel", job_id)
+    assert cancelled.returncode == 1 and "FAILED_PRECONDITION" in cancelled.stderr
+
+
+def test_cli_cancels_a_running_job(running: LocalFederation, tmp_path: Path) -> None:
+    job_file = tmp_path / "long.yaml"
+    job_file.write_text("horizontal:\n  dataset: breast\n  model: {type: mlp, hidden_units: [64]}\n"
+                        "  rounds: 500\n  local_epochs: 5\n  min_parties: 2\n")
+    submitted = fedsuite(running, "job", "submit", str(job_file))
+    job_id = submitted.stdout.split()[0]
+    cancelled = fedsuite(running, "job", "cancel", job_id)
+    assert cancelled.returncode == 0 and "CANCELLED" in cancelled.stdout
+    watched = fedsuite(running, "job", "watch", job_id)
+    assert watched.returncode == 1 and "cancelled" in watched.stdout
+
+
+def test_cli_refuses_a_bad_job_file_naming_the_key(running: LocalFederation, tmp_path: Path) -> None:
+    job_file = tmp_path / "bad.yaml"
+    job_file.write_text("horizontal:\n  dataset: breast\n  model: {type: logistic_regression}\n  learning_rat: 0.1\n")
+    refused = fedsuite(running, "job", "submit", str(job_file))
+    assert refused.returncode == 2 and "learning_rat" in refused.stderr
+    job_file.write_text("horizontal:\n  dataset: breast\n  model: {type: logistic_regression}\n  fraction: 2\n")
+    refused = fedsuite(running, "job", "submit", str(job_file))
+    assert refused.returncode == 1 and "INVALID_ARGUMENT" in refused.stderr and "horizontal.fraction" in refused.stderr
+
+
+def test_cli_certs_init_writes_ca_and_node_certificates(tmp_path: Path) -> None:
+    made = subprocess.run([sys.executable, "-m", "fedsuite.cli", "certs", "init", str(tmp_path / "c"),
+                           "--node", "coordinator", "--node", "bank:party"], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    names = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert names == ["admin.key", "admin.pem", "bank.key", "bank.pem", "ca.key", "ca.pem",
+                     "coordinator.key", "coordinator.pem"]
