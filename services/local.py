@@ -78,6 +78,7 @@ class LocalFederation:
 
     workdir: Path
     insecure: bool = False
+    startup_timeout_s: float = STARTUP_TIMEOUT_S
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
     coordinator_address: str = ""
 
@@ -121,8 +122,9 @@ class LocalFederation:
         self.wait_serving(node)
         return node
 
-    def wait_serving(self, node: NodeProcess, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    def wait_serving(self, node: NodeProcess) -> None:
         """Poll the node's gRPC health service until SERVING; raise with its log tail if it dies."""
+        timeout_s = self.startup_timeout_s
         deadline = time.monotonic() + timeout_s
         channel = make_channel(node.address, self.tls("admin"), Identity("admin", "admin"))
         stub = health_pb2_grpc.HealthStub(channel)
@@ -147,6 +149,8 @@ class LocalFederation:
 
     def start_coordinator(self, name: str = "coordinator", **settings: Any) -> NodeProcess:
         values = {"state_dir": "state", "heartbeat_interval_s": 0.5, "party_timeout_s": 3.0, **settings}
+        if "arbiter" in self.nodes:
+            values.setdefault("arbiter", self.nodes["arbiter"].address)
         node = self._start(name, "coordinator", values)
         self.coordinator_address = node.address
         return node

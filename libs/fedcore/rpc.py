@@ -33,6 +33,9 @@ KEEPALIVE_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.max_pings_without_data", 0),
 ]
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    # Keep HTTP/2 flow-control windows at their defaults: bandwidth-delay probing lets them grow
+    # to megabytes per stream, which with many streams is what made gRPC servers' memory balloon.
+    ("grpc.http2.bdp_probe", 0),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     *KEEPALIVE_OPTIONS,
@@ -149,6 +152,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if identity is None or not identity.name:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate signed by the federation's CA is required")
         assert identity is not None
+        if not identity.role:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          f"the certificate of {identity.name} carries no fedsuite role (coordinator, arbiter, party, admin)")
         if is_reflection:
             return
         if allowed is None or identity.role not in allowed:

@@ -103,13 +103,16 @@ class HorizontalFedAvgJob:
     def run(self) -> None:
         info = self.setup()
         committed = self.ctx.store.get_job(self.ctx.job_id).current_round
-        weights = self.ctx.checkpoints.load(self.ctx.job_id, committed)
+        shapes = build_model(model_config(info.model, info.n_features, info.n_classes)).shapes()
+        specs = [tensors.TensorSpec(tuple(shape), np.dtype("<f4")) for shape in shapes]
+        # Between rounds the serialised chunks are the only copy of the global model in memory.
+        global_chunks = serialise_global_chunks(self.ctx.checkpoints.load(self.ctx.job_id, committed))
         self.ctx.event(pb.JOB_EVENT_TYPE_STARTED, committed, total_rounds=self.spec.rounds,
                        message=f"resuming after round {committed}" if committed else "started")
         for round_number in range(committed + 1, self.spec.rounds + 1):
             self.ctx.check_cancelled()
             with telemetry.bind(round=round_number):
-                weights = self.run_round(round_number, weights, info)
+                global_chunks = self.run_round(round_number, global_chunks, specs, info)
 
     def setup(self) -> pb.ModelInfo:
         """Agree on features, classes and scaling with the parties, then checkpoint round 0."""
@@ -140,12 +143,14 @@ class HorizontalFedAvgJob:
         self.ctx.store.save_model_info(self.ctx.job_id, info)
         return info
 
-    def run_round(self, round_number: int, weights: list[np.ndarray], info: pb.ModelInfo) -> list[np.ndarray]:
-        """Train, retrying without the parties that failed, until the quorum is met or retries run out."""
+    def run_round(
+        self, round_number: int, global_chunks: list[bytes], specs: Sequence[tensors.TensorSpec], info: pb.ModelInfo,
+    ) -> list[bytes]:
+        """Train, retrying without the parties that failed, until the quorum is met or retries run out.
+
+        Takes the global model as serialised chunks and returns the new one the same way.
+        """
         started = time.monotonic()
-        global_chunks = serialise_global_chunks(weights)
-        specs = tensors.specs_of(weights)
-        del weights  # the serialised chunks are the round's only copy of the global model
         excluded: dict[str, str] = {}
         for attempt in range(self.spec.max_round_retries + 1):
             parties = self.sample_parties(round_number, attempt, set(excluded))
@@ -155,10 +160,10 @@ class HorizontalFedAvgJob:
             tainted = outcome.aggregator.tainted_by
             if len(arrived) >= self.spec.min_parties and not tainted:
                 result = outcome.aggregator.commit()
-                global_chunks.clear()  # keep memory at O(model) while the new model is evaluated
-                self.commit(round_number, result.weights, result.parties, result.train_loss, info, started)
+                global_chunks.clear()  # keep memory at O(model) while the new model is evaluated and saved
+                new_chunks = self.commit(round_number, result.weights, result.parties, result.train_loss, info, started)
                 telemetry.ROUNDS_TOTAL.labels(outcome="committed").inc()
-                return result.weights
+                return new_chunks
             telemetry.ROUNDS_TOTAL.labels(outcome="retried").inc()
             why = (
                 f"partial updates of {', '.join(sorted(tainted))} reached the sum"
@@ -242,7 +247,7 @@ class HorizontalFedAvgJob:
         reader = tensors.TensorStreamReader(specs)
         loss: float | None = None
         try:
-            for response in call:
+            for response in self.ctx.parties.gate.responses(call):
                 if response.HasField("summary"):
                     loss = self._accept_summary(party.party_id, response.summary, task, loss, aggregator)
                 elif loss is None:
@@ -287,7 +292,7 @@ class HorizontalFedAvgJob:
         aggregator.begin_update(party_id, summary.n_samples)
         return float(summary.train_loss)
 
-    def evaluate(self, round_number: int, weights: Sequence[np.ndarray]) -> tuple[common_pb2.EvalMetrics | None, dict[str, common_pb2.EvalMetrics]]:
+    def evaluate(self, round_number: int, chunks: Sequence[bytes]) -> tuple[common_pb2.EvalMetrics | None, dict[str, common_pb2.EvalMetrics]]:
         """Every online holder with held-out rows scores the new global model; sample-weighted overall."""
         holders = [
             p for p in self.ctx.registry.online_holding(self.spec.dataset)
@@ -295,7 +300,6 @@ class HorizontalFedAvgJob:
         ]
         if not holders:
             return None, {}
-        chunks = serialise_global_chunks(weights)
         task = self._task(round_number)
         futures = {
             p.party_id: self.ctx.executor.submit(
@@ -324,12 +328,16 @@ class HorizontalFedAvgJob:
     def commit(
         self, round_number: int, weights: list[np.ndarray], parties: list[str], train_loss: float,
         info: pb.ModelInfo, started: float,
-    ) -> None:
-        """Evaluate if due, checkpoint the weights, then record the round: in that order, for crash safety."""
+    ) -> list[bytes]:
+        """Evaluate if due, checkpoint the weights, then record the round: in that order, for crash safety.
+
+        Returns the new model serialised for the next round (the same chunks the evaluation used).
+        """
+        chunks = serialise_global_chunks(weights)
         metrics = pb.RoundMetrics(round=round_number, parties=parties, train_loss=train_loss)
         every = self.spec.evaluate_every
         if round_number == self.spec.rounds or (every and round_number % every == 0):
-            overall, by_party = self.evaluate(round_number, weights)
+            overall, by_party = self.evaluate(round_number, chunks)
             if overall is not None:
                 metrics.eval.CopyFrom(overall)
                 for party_id, m in by_party.items():
@@ -346,6 +354,7 @@ class HorizontalFedAvgJob:
         self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_COMMITTED, round_number, metrics=metrics, total_rounds=self.spec.rounds)
         self.ctx.log.info("round_committed", parties=parties, train_loss=train_loss,
                           auc=metrics.eval.auc if metrics.HasField("eval") else None, seconds=metrics.seconds)
+        return chunks
 
     # -- helpers ----------------------------------------------------------------
     def _task(self, round_number: int) -> party_pb2.TrainTask:
