@@ -90,7 +90,7 @@ def _job_list(args: argparse.Namespace) -> int:
         jobs = admin.list(args.limit)
     table = Table("job", "name", "state", "round", "reason")
     for job in jobs:
-        total = job.spec.horizontal.rounds
+        total = job.spec.horizontal.rounds if job.spec.HasField("horizontal") else job.vertical_result.epochs
         table.add_row(job.job_id, job.spec.name, pb.JobState.Name(job.state).removeprefix("JOB_STATE_"),
                       f"{job.current_round}/{total}", job.reason)
     console.print(table)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from fedcore.ml.models import ModelConfig
 from fedcore.ml.training import TrainConfig
 from fedcore.proto import coordinator_pb2 as pb
-from fedcore.proto import party_pb2
+from fedcore.proto import party_pb2, vertical_pb2
+from fedcore.vertical.params import HeteroLRParams
 
 MODEL_TYPES = {
     pb.MODEL_TYPE_LOGISTIC_REGRESSION: "logistic_regression",
@@ -41,3 +42,9 @@ def train_config(task: party_pb2.TrainTask) -> TrainConfig:
         alpha=task.alpha,
         seed=task.seed,
     )
+
+
+def hetero_params(message: vertical_pb2.HeteroLRParams) -> HeteroLRParams:
+    """FATE-style parameters: the fields set on the wire over FATE's defaults (ValueError names a bad field)."""
+    values = {field.name: value for field, value in message.ListFields()}
+    return HeteroLRParams.from_dict(values)

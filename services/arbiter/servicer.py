@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import grpc
 
-from fedcore.proto import arbiter_pb2, arbiter_pb2_grpc
+from fedcore import telemetry
+from fedcore.federation import FederationError
+from fedcore.proto import arbiter_pb2, arbiter_pb2_grpc, vertical_pb2
+from fedcore.vertical.hetero_lr import fit_arbiter
 
 from fedsuite.arbiter.keys import KeyVault, UnknownKey
+from fedsuite.translate import hetero_params
+from fedsuite.vertical_node import VerticalNode, status_for
 
 POLICY = {
     "/fedsuite.v1.Arbiter/CreateKey": frozenset({"coordinator", "party"}),
     "/fedsuite.v1.Arbiter/GetPublicKey": frozenset({"coordinator", "party"}),
+    "/fedsuite.v1.Arbiter/RunVertical": frozenset({"coordinator"}),
 }
 
 
 class ArbiterServicer(arbiter_pb2_grpc.ArbiterServicer):
     """Thin: checks the request and asks the vault."""
 
-    def __init__(self, vault: KeyVault) -> None:
+    def __init__(self, vault: KeyVault, node: VerticalNode) -> None:
         self._vault = vault
+        self._node = node
 
     def CreateKey(self, request: arbiter_pb2.CreateKeyRequest, context: grpc.ServicerContext) -> arbiter_pb2.PublicKey:
         if not request.job_id:
@@ -37,3 +47,24 @@ class ArbiterServicer(arbiter_pb2_grpc.ArbiterServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, str(err.args[0]))
             raise
         return arbiter_pb2.PublicKey(job_id=request.job_id, key_bits=public.key_bits, n=public.n_bytes())
+
+    def RunVertical(self, request: vertical_pb2.VerticalTask, context: grpc.ServicerContext) -> Iterator[vertical_pb2.VerticalProgress]:
+        if request.role != vertical_pb2.VERTICAL_ROLE_ARBITER or request.kind != vertical_pb2.VERTICAL_KIND_TRAIN:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the arbiter plays VERTICAL_ROLE_ARBITER in training jobs")
+        started = time.monotonic()
+        with telemetry.bind(job_id=request.job_id):
+            try:
+                params = hetero_params(request.params)
+                with self._node.session(request, context) as ctx:
+                    report = fit_arbiter(ctx, params, request.guest, list(request.hosts))
+            except FederationError as err:
+                telemetry.get_logger().warning("vertical_failed", reason=str(err))
+                context.abort(status_for(err), f"{self._node.node_id}: {err}")
+                raise
+            except ValueError as err:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+                raise
+        yield vertical_pb2.VerticalProgress(result=vertical_pb2.VerticalResult(
+            epochs=report.epochs, converged=report.converged, losses=report.losses,
+            seconds=time.monotonic() - started,
+        ))

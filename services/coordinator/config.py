@@ -21,3 +21,7 @@ class CoordinatorConfig(ServerConfig):
     """A party silent this long is marked offline and not sampled."""
     call_timeout_s: float = 30.0
     """Deadline of the coordinator's short calls to parties (DescribeData)."""
+    arbiter: str | None = None
+    """host:port of the arbiter, needed by vertical training jobs."""
+    arbiter_id: str = "arbiter"
+    """The arbiter's node id (the common name of its certificate)."""

@@ -19,6 +19,7 @@ from fedsuite.coordinator.horizontal import HorizontalFedAvgJob, JobCancelled, J
 from fedsuite.coordinator.party_client import PartyClient
 from fedsuite.coordinator.registry import PartyRegistry
 from fedsuite.coordinator.store import TERMINAL_STATES, CheckpointStore, SqliteStore
+from fedsuite.coordinator.vertical import VerticalJob
 
 log = telemetry.get_logger()
 
@@ -32,13 +33,15 @@ class JobManager:
 
     def __init__(
         self, store: SqliteStore, checkpoints: CheckpointStore, registry: PartyRegistry, parties: PartyClient,
-        call_timeout_s: float,
+        call_timeout_s: float, arbiter: tuple[str, str] | None = None,
     ) -> None:
+        """``arbiter`` is (node id, address) of the arbiter vertical training jobs use."""
         self._store = store
         self._checkpoints = checkpoints
         self._registry = registry
         self._parties = parties
         self._call_timeout_s = call_timeout_s
+        self._arbiter = arbiter
         self._executor = ThreadPoolExecutor(max_workers=128, thread_name_prefix="party-call")
         self._threads: dict[str, threading.Thread] = {}
         self._cancel_flags: dict[str, threading.Event] = {}
@@ -140,7 +143,10 @@ class JobManager:
             self._contexts[job_id] = context
             self._store.set_state(job_id, pb.JOB_STATE_RUNNING)
             try:
-                HorizontalFedAvgJob(context, job.spec.horizontal).run()
+                if job.spec.WhichOneof("kind") == "horizontal":
+                    HorizontalFedAvgJob(context, job.spec.horizontal).run()
+                else:
+                    self._store.save_result(job_id, VerticalJob(context, job.spec, self._arbiter).run())
             except JobCancelled:
                 if self._closing:
                     log.info("job_paused_for_shutdown")

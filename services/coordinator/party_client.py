@@ -7,16 +7,56 @@ one serialisation, not ten.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from fedcore import tensors
-from fedcore.proto import party_pb2
+from fedcore.proto import party_pb2, vertical_pb2
 from fedcore.rpc import ChannelPool
 
 _TRAIN = "/fedsuite.v1.Party/Train"
 _EVALUATE = "/fedsuite.v1.Party/Evaluate"
+
+
+MAX_CHUNKS_IN_FLIGHT = 8
+"""Chunk messages the coordinator holds in flight per direction, whatever the number of parties."""
+
+
+class FlowGate:
+    """Bounds the chunks in flight across all party streams, so memory does not grow with parties.
+
+    gRPC buffers each stream's in-flight message; with fifty streams that is fifty
+    megabytes. A stream must hold a slot to send a chunk or to read and add one, so at
+    most ``slots`` chunks are in flight each way; the others wait under HTTP/2 flow
+    control. (A party that stalls mid-stream holds its slot until the round deadline.)
+    """
+
+    def __init__(self, slots: int = MAX_CHUNKS_IN_FLIGHT) -> None:
+        self._send = threading.BoundedSemaphore(slots)
+        self._receive = threading.BoundedSemaphore(slots)
+
+    def paced(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """Yield ``chunks``, each holding a send slot until gRPC asks for the next one (the write completed)."""
+        for chunk in chunks:
+            with self._send:
+                yield chunk
+
+    def responses(self, call: Iterable[party_pb2.TrainResponse]) -> Iterator[party_pb2.TrainResponse]:
+        """Yield a Train stream's responses; after the first (awaited without a slot, as the party
+        may still be training) each is read and processed while holding a receive slot."""
+        stream = iter(call)
+        first = next(stream, None)
+        if first is None:
+            return
+        yield first
+        while True:
+            with self._receive:
+                response = next(stream, None)
+                if response is None:
+                    return
+                yield response
 
 
 def serialise_global_chunks(weights: Sequence[np.ndarray]) -> list[bytes]:
@@ -25,10 +65,11 @@ def serialise_global_chunks(weights: Sequence[np.ndarray]) -> list[bytes]:
 
 
 class PartyClient:
-    """Typed calls to party servers, over the coordinator's mTLS channels."""
+    """Typed calls to party (and arbiter) servers, over the coordinator's mTLS channels."""
 
-    def __init__(self, channels: ChannelPool) -> None:
+    def __init__(self, channels: ChannelPool, gate: FlowGate | None = None) -> None:
         self._channels = channels
+        self.gate = gate or FlowGate()
 
     def describe_data(self, address: str, job_id: str, dataset: str, timeout_s: float) -> party_pb2.DescribeDataResponse:
         channel = self._channels.get(address)
@@ -46,7 +87,7 @@ class PartyClient:
         call = self._channels.get(address).stream_stream(
             _TRAIN, request_serializer=None, response_deserializer=party_pb2.TrainResponse.FromString
         )
-        return call(_with_task(party_pb2.TrainRequest(task=task), global_chunks), timeout=timeout_s)
+        return call(_with_task(party_pb2.TrainRequest(task=task), self.gate.paced(global_chunks)), timeout=timeout_s)
 
     def evaluate(
         self, address: str, task: party_pb2.TrainTask, global_chunks: Sequence[bytes], timeout_s: float
@@ -54,11 +95,21 @@ class PartyClient:
         call = self._channels.get(address).stream_unary(
             _EVALUATE, request_serializer=None, response_deserializer=party_pb2.EvaluateResponse.FromString
         )
-        return call(_with_task(party_pb2.EvaluateRequest(task=task), global_chunks), timeout=timeout_s)
+        return call(_with_task(party_pb2.EvaluateRequest(task=task), self.gate.paced(global_chunks)), timeout=timeout_s)
+
+
+    def run_vertical(
+        self, address: str, service: str, task: vertical_pb2.VerticalTask, timeout_s: float
+    ) -> Iterator[vertical_pb2.VerticalProgress]:
+        """Start a node's part of a vertical job (``service``: Party or Arbiter); a cancellable stream."""
+        call = self._channels.get(address).unary_stream(
+            f"/fedsuite.v1.{service}/RunVertical",
+            request_serializer=vertical_pb2.VerticalTask.SerializeToString,
+            response_deserializer=vertical_pb2.VerticalProgress.FromString,
+        )
+        return call(task, timeout=timeout_s)
 
 
 def _with_task(first: party_pb2.TrainRequest | party_pb2.EvaluateRequest, chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield first.SerializeToString()
     yield from chunks
-
-

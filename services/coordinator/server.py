@@ -30,7 +30,9 @@ class Coordinator:
         checkpoints = CheckpointStore(state / "checkpoints")
         self.registry = PartyRegistry(self.store, config.party_timeout_s)
         self._channels = ChannelPool(tls, Identity(config.node_id, "coordinator"))
-        self.jobs = JobManager(self.store, checkpoints, self.registry, PartyClient(self._channels), config.call_timeout_s)
+        arbiter = (config.arbiter_id, config.arbiter) if config.arbiter else None
+        self.jobs = JobManager(self.store, checkpoints, self.registry, PartyClient(self._channels),
+                               config.call_timeout_s, arbiter)
         servicer = CoordinatorServicer(self.registry, self.jobs, checkpoints, config.heartbeat_interval_s, tls is None)
 
         def add(server: object) -> str:

@@ -7,11 +7,15 @@ Validation happens at submit time on the coordinator, so a job from any client
 from __future__ import annotations
 
 import math
+import re
 
 from fedcore.proto import coordinator_pb2 as pb
 
+from fedsuite.translate import hetero_params
+
 MAX_ROUNDS = 100_000
 MAX_VECTOR_SIZE = 1 << 31
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class SpecError(ValueError):
@@ -26,12 +30,35 @@ def _require(ok: bool, field: str, message: str) -> None:
 def normalise(spec: pb.JobSpec) -> pb.JobSpec:
     """A validated copy of ``spec`` with defaults filled in."""
     kind = spec.WhichOneof("kind")
-    _require(kind is not None, "spec", "must set one job kind: horizontal")
+    _require(kind is not None, "spec", "must set one job kind: horizontal, vertical or vertical_predict")
     result = pb.JobSpec()
     result.CopyFrom(spec)
     if kind == "horizontal":
         _normalise_horizontal(result.horizontal)
+    elif kind == "vertical":
+        _normalise_parties(result.vertical, "vertical.")
+        try:
+            hetero_params(result.vertical.params)
+        except ValueError as err:
+            raise SpecError(f"vertical.params.{err}") from err
+        _require(_ID.match(result.vertical.model_id) is not None or not result.vertical.model_id,
+                 "vertical.model_id", "must be letters, digits, '.', '_' or '-'")
+    else:
+        _normalise_parties(result.vertical_predict, "vertical_predict.")
+        _require(bool(result.vertical_predict.model_id), "vertical_predict.model_id", "must name a trained model")
+        _require(result.vertical_predict.model_version >= 0, "vertical_predict.model_version", "must be >= 0 (0: latest)")
     return result
+
+
+def _normalise_parties(v: pb.VerticalJobSpec | pb.VerticalPredictSpec, f: str) -> None:
+    _require(bool(v.guest), f + "guest", "must name the guest party")
+    _require(len(v.hosts) >= 1, f + "hosts", "must name at least one host party")
+    _require(len(set(v.hosts)) == len(v.hosts) and v.guest not in v.hosts, f + "hosts",
+             "must be distinct parties other than the guest")
+    _require(bool(v.guest_dataset), f + "guest_dataset", "must name the guest's dataset")
+    _require(bool(v.host_dataset), f + "host_dataset", "must name the hosts' dataset")
+    _require(math.isfinite(v.step_timeout_s) and 0 <= v.step_timeout_s <= 86_400, f + "step_timeout_s",
+             f"must be in [0, 86400] (got {v.step_timeout_s})")
 
 
 def _normalise_horizontal(h: pb.HorizontalJobSpec) -> None:

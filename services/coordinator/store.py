@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fedcore.proto import coordinator_pb2 as pb
+from fedcore.proto import vertical_pb2
 
 TERMINAL_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
 
@@ -26,7 +27,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS parties (party_id TEXT PRIMARY KEY, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY, spec BLOB NOT NULL, state INTEGER NOT NULL, reason TEXT NOT NULL,
-    current_round INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL, model_info BLOB);
+    current_round INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL, model_info BLOB,
+    result BLOB);
 CREATE TABLE IF NOT EXISTS rounds (
     job_id TEXT NOT NULL, round INTEGER NOT NULL, metrics BLOB NOT NULL, PRIMARY KEY (job_id, round));
 CREATE TABLE IF NOT EXISTS events (
@@ -69,7 +71,7 @@ class SqliteStore:
         now = time.time()
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs VALUES (?, ?, ?, '', 0, ?, ?, NULL)",
+                "INSERT INTO jobs VALUES (?, ?, ?, '', 0, ?, ?, NULL, NULL)",
                 (job_id, spec.SerializeToString(), pb.JOB_STATE_PENDING, now, now),
             )
         return self.get_job(job_id)
@@ -77,7 +79,7 @@ class SqliteStore:
     def get_job(self, job_id: str) -> pb.Job:
         with self._lock:
             row = self._db.execute(
-                "SELECT spec, state, reason, current_round, created_at, updated_at FROM jobs WHERE job_id = ?",
+                "SELECT spec, state, reason, current_round, created_at, updated_at, result FROM jobs WHERE job_id = ?",
                 (job_id,),
             ).fetchone()
             if row is None:
@@ -85,8 +87,8 @@ class SqliteStore:
             rounds = self._db.execute(
                 "SELECT metrics FROM rounds WHERE job_id = ? ORDER BY round", (job_id,)
             ).fetchall()
-        spec, state, reason, current_round, created_at, updated_at = row
-        return pb.Job(
+        spec, state, reason, current_round, created_at, updated_at, result = row
+        job = pb.Job(
             job_id=job_id,
             spec=pb.JobSpec.FromString(spec),
             state=state,
@@ -96,6 +98,9 @@ class SqliteStore:
             created_at=created_at,
             updated_at=updated_at,
         )
+        if result is not None:
+            job.vertical_result.ParseFromString(result)
+        return job
 
     def list_jobs(self, limit: int) -> list[pb.Job]:
         with self._lock:
@@ -139,6 +144,13 @@ class SqliteStore:
             (state, reason, time.time(), job_id, *terminal),
         )
         return cursor.rowcount == 1
+
+    def save_result(self, job_id: str, result: vertical_pb2.VerticalResult) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET result = ?, updated_at = ? WHERE job_id = ?",
+                (result.SerializeToString(), time.time(), job_id),
+            )
 
     def save_model_info(self, job_id: str, info: pb.ModelInfo) -> None:
         with self._lock:

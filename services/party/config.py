@@ -23,3 +23,5 @@ class PartyConfig(ServerConfig):
     """Dataset name -> CSV location and columns; paths relative to the config file."""
     call_timeout_s: float = 10.0
     """Deadline of the party's calls to the coordinator."""
+    state_dir: str = "party-state"
+    """Trained vertical models are saved here (``<node_id>/models/<model_id>/v<version>.json``)."""

@@ -9,13 +9,17 @@ import numpy as np
 
 from fedcore import telemetry, tensors
 from fedcore.ml.models import Model, check_weights
-from fedcore.proto import common_pb2, party_pb2, party_pb2_grpc
+from fedcore.federation import FederationError
+from fedcore.proto import common_pb2, party_pb2, party_pb2_grpc, vertical_pb2
 
+from fedsuite.party.vertical import VerticalParty
 from fedsuite.party.work import LocalWork, Task, TaskMismatch, UnknownDataset
 from fedsuite.translate import model_config, train_config
+from fedsuite.vertical_node import VerticalNode, status_for
 
 POLICY = {
-    f"/fedsuite.v1.Party/{m}": frozenset({"coordinator"}) for m in ("DescribeData", "Train", "Evaluate")
+    f"/fedsuite.v1.Party/{m}": frozenset({"coordinator"})
+    for m in ("DescribeData", "Train", "Evaluate", "RunVertical")
 }
 
 _ERRORS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -49,9 +53,11 @@ def _task(message: party_pb2.TrainTask) -> Task:
 class PartyServicer(party_pb2_grpc.PartyServicer):
     """Thin: validation and translation only; the work is LocalWork's."""
 
-    def __init__(self, work: LocalWork, node_id: str) -> None:
+    def __init__(self, work: LocalWork, node_id: str, vertical: VerticalParty, node: VerticalNode) -> None:
         self._work = work
         self._node_id = node_id
+        self._vertical = vertical
+        self._node = node
 
     def DescribeData(self, request: party_pb2.DescribeDataRequest, context: grpc.ServicerContext) -> party_pb2.DescribeDataResponse:
         try:
@@ -108,6 +114,28 @@ class PartyServicer(party_pb2_grpc.PartyServicer):
             metrics=common_pb2.EvalMetrics(loss=metrics.loss, accuracy=metrics.accuracy, auc=metrics.auc,
                                            n_samples=metrics.n_samples)
         )
+
+
+    def RunVertical(self, request: vertical_pb2.VerticalTask, context: grpc.ServicerContext) -> Iterator[vertical_pb2.VerticalProgress]:
+        if request.role not in (vertical_pb2.VERTICAL_ROLE_GUEST, vertical_pb2.VERTICAL_ROLE_HOST):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a party plays VERTICAL_ROLE_GUEST or VERTICAL_ROLE_HOST")
+        run = {vertical_pb2.VERTICAL_KIND_TRAIN: self._vertical.train,
+               vertical_pb2.VERTICAL_KIND_PREDICT: self._vertical.predict}.get(request.kind)
+        if run is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "kind must be VERTICAL_KIND_TRAIN or VERTICAL_KIND_PREDICT")
+            raise AssertionError
+        with telemetry.bind(job_id=request.job_id, party_id=self._node_id):
+            try:
+                with self._node.session(request, context) as ctx:
+                    result = run(request, ctx)
+            except FederationError as err:
+                telemetry.get_logger().warning("vertical_failed", reason=str(err))
+                context.abort(status_for(err), f"{self._node_id}: {err}")
+                raise
+            except (ValueError, KeyError) as err:
+                _abort(context, err)
+                raise
+        yield vertical_pb2.VerticalProgress(result=result)
 
 
 def _global_chunk(request: party_pb2.TrainRequest | party_pb2.EvaluateRequest) -> tensors.tensor_pb2.TensorChunk:

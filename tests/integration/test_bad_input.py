@@ -6,6 +6,7 @@ real gRPC Party server with a valid certificate that answers with broken updates
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,14 +18,22 @@ from fedcore import tensors
 from fedcore.config import TlsConfig
 from fedcore.data import DatasetConfig
 from fedcore.proto import common_pb2, coordinator_pb2 as pb, coordinator_pb2_grpc, party_pb2, party_pb2_grpc
-from fedcore.rpc import MAX_MESSAGE_BYTES, make_channel, make_server
-from fedcore.tls import Identity
+from fedcore.federation.mailbox import Mailbox
+from fedcore.rpc import MAX_MESSAGE_BYTES, ChannelPool, make_channel, make_server
+from fedcore.tls import Identity, TlsFiles, init_ca, issue_node
 
 from fedsuite.client import CoordinatorAdmin
 from fedsuite.coordinator import Coordinator, CoordinatorConfig
 from fedsuite.demo import horizontal_job
 from fedsuite.party import Party, PartyConfig
+from fedsuite.exchange import ActiveJobs
+from fedsuite.party.datasets import DatasetCatalog
+from fedsuite.party.models import ModelStore
+from fedsuite.party.vertical import VerticalParty
+from fedsuite.vertical_node import VerticalNode
 from fedsuite.party.servicer import POLICY as PARTY_POLICY
+from fedsuite.party.servicer import PartyServicer
+from fedsuite.party.work import LocalWork
 from tests.conftest import tls
 
 DEADLINE = 10.0
@@ -308,9 +317,16 @@ def test_broken_update_is_dropped_and_the_model_is_untouched(
 
 
 def _honest_servicer(pki: Path, breast_dir: Path) -> party_pb2_grpc.PartyServicer:
-    from fedsuite.party.datasets import DatasetCatalog
-    from fedsuite.party.servicer import PartyServicer
-    from fedsuite.party.work import LocalWork
-
     catalog = DatasetCatalog({"breast": DatasetConfig(path=str(breast_dir / "party-c-train.csv"), label="target")}, breast_dir)
-    return PartyServicer(LocalWork(catalog), "party-x")
+    work = LocalWork(catalog)
+    node = VerticalNode("party-x", ChannelPool(tls(pki, "party-x")), Mailbox("party-x"), ActiveJobs())
+    return PartyServicer(work, "party-x", VerticalParty(work, ModelStore(breast_dir / "models")), node)
+
+
+def test_certificate_without_a_fedsuite_role_is_unauthenticated(pki: Path, tmp_path: Path, coordinator: Coordinator) -> None:
+    shutil.copy(pki / "ca.pem", tmp_path / "ca.pem")
+    shutil.copy(pki / "ca.key", tmp_path / "ca.key")
+    files: TlsFiles = issue_node(tmp_path, init_ca(tmp_path), "stranger", "visitor")
+    stub = coordinator_pb2_grpc.CoordinatorStub(make_channel(f"127.0.0.1:{coordinator.port}", files))
+    code, details = code_of(lambda: stub.ListParties(pb.ListPartiesRequest(), timeout=DEADLINE))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "no fedsuite role" in details

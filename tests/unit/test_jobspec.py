@@ -100,8 +100,9 @@ def test_unknown_keys_refused_by_name() -> None:
     with pytest.raises(JobFileError, match=r"unknown key horizontal\.model\.'layers'; "
                                            r"known keys: hidden_units, type, vector_size$"):
         parse_job_spec(_job(model={"type": "mlp", "layers": [4]}))
-    with pytest.raises(JobFileError, match=r"unknown key 'vertical'; known keys: horizontal, name$"):
-        parse_job_spec({"vertical": {}})
+    with pytest.raises(JobFileError, match=r"unknown key 'federated'; known keys: horizontal, name, vertical, "
+                                           r"vertical_predict$"):
+        parse_job_spec({"federated": {}})
 
 
 def test_values_of_the_wrong_type_refused_naming_the_field() -> None:
@@ -247,7 +248,7 @@ def test_nan_learning_rate_built_directly() -> None:
 
 
 def test_no_job_kind_refused() -> None:
-    with pytest.raises(SpecError, match="^spec must set one job kind: horizontal$"):
+    with pytest.raises(SpecError, match="^spec must set one job kind: horizontal, vertical or vertical_predict$"):
         normalise(parse_job_spec({"name": "nothing"}))
     with pytest.raises(SpecError, match="must set one job kind"):
         normalise(pb.JobSpec())

@@ -5,6 +5,7 @@ import grpc
 import warnings
 
 from fedcore.proto import arbiter_pb2 as fedsuite_dot_v1_dot_arbiter__pb2
+from fedcore.proto import vertical_pb2 as fedsuite_dot_v1_dot_vertical__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -46,6 +47,11 @@ class ArbiterStub:
                 request_serializer=fedsuite_dot_v1_dot_arbiter__pb2.GetPublicKeyRequest.SerializeToString,
                 response_deserializer=fedsuite_dot_v1_dot_arbiter__pb2.PublicKey.FromString,
                 _registered_method=True)
+        self.RunVertical = channel.unary_stream(
+                '/fedsuite.v1.Arbiter/RunVertical',
+                request_serializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalTask.SerializeToString,
+                response_deserializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalProgress.FromString,
+                _registered_method=True)
 
 
 class ArbiterServicer:
@@ -66,6 +72,13 @@ class ArbiterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunVertical(self, request, context):
+        """Plays the arbiter in a vertical job until it ends (callers: coordinator).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArbiterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +91,11 @@ def add_ArbiterServicer_to_server(servicer, server):
                     servicer.GetPublicKey,
                     request_deserializer=fedsuite_dot_v1_dot_arbiter__pb2.GetPublicKeyRequest.FromString,
                     response_serializer=fedsuite_dot_v1_dot_arbiter__pb2.PublicKey.SerializeToString,
+            ),
+            'RunVertical': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunVertical,
+                    request_deserializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalTask.FromString,
+                    response_serializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +153,33 @@ class Arbiter:
             '/fedsuite.v1.Arbiter/GetPublicKey',
             fedsuite_dot_v1_dot_arbiter__pb2.GetPublicKeyRequest.SerializeToString,
             fedsuite_dot_v1_dot_arbiter__pb2.PublicKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunVertical(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedsuite.v1.Arbiter/RunVertical',
+            fedsuite_dot_v1_dot_vertical__pb2.VerticalTask.SerializeToString,
+            fedsuite_dot_v1_dot_vertical__pb2.VerticalProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,6 +2,7 @@
 from fedcore.proto import common_pb2 as _common_pb2
 from fedcore.proto import coordinator_pb2 as _coordinator_pb2
 from fedcore.proto import tensor_pb2 as _tensor_pb2
+from fedcore.proto import vertical_pb2 as _vertical_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

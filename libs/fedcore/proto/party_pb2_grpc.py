@@ -5,6 +5,7 @@ import grpc
 import warnings
 
 from fedcore.proto import party_pb2 as fedsuite_dot_v1_dot_party__pb2
+from fedcore.proto import vertical_pb2 as fedsuite_dot_v1_dot_vertical__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -51,6 +52,11 @@ class PartyStub:
                 request_serializer=fedsuite_dot_v1_dot_party__pb2.EvaluateRequest.SerializeToString,
                 response_deserializer=fedsuite_dot_v1_dot_party__pb2.EvaluateResponse.FromString,
                 _registered_method=True)
+        self.RunVertical = channel.unary_stream(
+                '/fedsuite.v1.Party/RunVertical',
+                request_serializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalTask.SerializeToString,
+                response_deserializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalProgress.FromString,
+                _registered_method=True)
 
 
 class PartyServicer:
@@ -78,6 +84,13 @@ class PartyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunVertical(self, request, context):
+        """Plays guest or host in a vertical job until it ends (callers: coordinator).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +108,11 @@ def add_PartyServicer_to_server(servicer, server):
                     servicer.Evaluate,
                     request_deserializer=fedsuite_dot_v1_dot_party__pb2.EvaluateRequest.FromString,
                     response_serializer=fedsuite_dot_v1_dot_party__pb2.EvaluateResponse.SerializeToString,
+            ),
+            'RunVertical': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunVertical,
+                    request_deserializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalTask.FromString,
+                    response_serializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +197,33 @@ class Party:
             '/fedsuite.v1.Party/Evaluate',
             fedsuite_dot_v1_dot_party__pb2.EvaluateRequest.SerializeToString,
             fedsuite_dot_v1_dot_party__pb2.EvaluateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunVertical(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedsuite.v1.Party/RunVertical',
+            fedsuite_dot_v1_dot_vertical__pb2.VerticalTask.SerializeToString,
+            fedsuite_dot_v1_dot_vertical__pb2.VerticalProgress.FromString,
             options,
             channel_credentials,
             insecure,

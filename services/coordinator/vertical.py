@@ -1,0 +1,149 @@
+"""Vertical jobs, driven from the coordinator (DESIGN.md, "Vertical").
+
+The coordinator never touches a row, a ciphertext or a gradient here: it checks the
+guest and hosts are online, hands every node its ``VerticalTask`` (role, peers and
+their addresses, dataset, parameters) and follows their ``RunVertical`` streams. The
+protocol itself runs node to node. The first node to fail fails the job, with that
+node's id and reason, and the others are cancelled at once instead of waiting out
+their timeouts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from dataclasses import dataclass
+
+import grpc
+
+from fedcore.proto import coordinator_pb2 as pb
+from fedcore.proto import vertical_pb2
+from fedcore.rpc import error_text
+
+from fedsuite.coordinator.horizontal import JobContext, JobFailed
+
+CALL_DEADLINE_S = 6 * 3600.0
+"""Deadline of one node's RunVertical call; steps inside have their own, much shorter, timeouts."""
+DEFAULT_STEP_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Node:
+    """One participant of a vertical job, as the coordinator reaches it."""
+
+    node_id: str
+    role: int
+    address: str
+    method: str
+
+
+class VerticalJob:
+    """Trains a split logistic regression, or scores rows with one."""
+
+    def __init__(self, ctx: JobContext, spec: pb.JobSpec, arbiter: tuple[str, str] | None) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.arbiter = arbiter
+
+    def run(self) -> vertical_pb2.VerticalResult:
+        started = time.monotonic()
+        train = self.spec.WhichOneof("kind") == "vertical"
+        body = self.spec.vertical if train else self.spec.vertical_predict
+        nodes = self.participants(body.guest, list(body.hosts), train, body.step_timeout_s or DEFAULT_STEP_TIMEOUT_S)
+        exchange_id = f"{self.ctx.job_id}.{uuid.uuid4().hex[:8]}"  # fresh per run: a restarted job never sees old messages
+        self.ctx.event(pb.JOB_EVENT_TYPE_STARTED, parties=[n.node_id for n in nodes],
+                       message=f"{'training' if train else 'scoring'} with {', '.join(n.node_id for n in nodes)}")
+        results = self._run_all(nodes, lambda node: self._task(node, nodes, exchange_id, train))
+        guest = results[body.guest]
+        if train:
+            arbiter = results[self.arbiter[0]]  # type: ignore[index]
+            guest.epochs, guest.converged = arbiter.epochs, arbiter.converged
+            guest.losses[:] = arbiter.losses
+            for epoch, loss in enumerate(arbiter.losses, start=1):
+                self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_COMMITTED, epoch,
+                               metrics=pb.RoundMetrics(round=epoch, train_loss=loss), total_rounds=len(arbiter.losses))
+        guest.seconds = time.monotonic() - started
+        return guest
+
+    def participants(self, guest: str, hosts: list[str], train: bool, wait_s: float) -> list[Node]:
+        """Guest, hosts (and the arbiter when training), waiting up to ``wait_s`` for them to be online."""
+        deadline = time.monotonic() + wait_s
+        wanted = [guest, *hosts]
+        while True:
+            self.ctx.check_cancelled()
+            online = {p.party_id: p for p in self.ctx.registry.parties() if p.online}
+            missing = [p for p in wanted if p not in online]
+            if not missing:
+                break
+            if time.monotonic() >= deadline:
+                raise JobFailed(f"part{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)} not online "
+                                f"after {wait_s:.0f} s")
+            time.sleep(0.2)
+        nodes = [Node(guest, vertical_pb2.VERTICAL_ROLE_GUEST, online[guest].address, "Party")]
+        nodes += [Node(h, vertical_pb2.VERTICAL_ROLE_HOST, online[h].address, "Party") for h in hosts]
+        if train:
+            if self.arbiter is None:
+                raise JobFailed("vertical training needs an arbiter: set `arbiter` (host:port) in the coordinator config")
+            nodes.append(Node(self.arbiter[0], vertical_pb2.VERTICAL_ROLE_ARBITER, self.arbiter[1], "Arbiter"))
+        return nodes
+
+    def _task(self, node: Node, nodes: list[Node], exchange_id: str, train: bool) -> vertical_pb2.VerticalTask:
+        body = self.spec.vertical if train else self.spec.vertical_predict
+        task = vertical_pb2.VerticalTask(
+            job_id=exchange_id, role=node.role, guest=body.guest, hosts=body.hosts,
+            kind=vertical_pb2.VERTICAL_KIND_TRAIN if train else vertical_pb2.VERTICAL_KIND_PREDICT,
+            peers={n.node_id: n.address for n in nodes if n.node_id != node.node_id},
+            dataset=body.guest_dataset if node.role == vertical_pb2.VERTICAL_ROLE_GUEST else body.host_dataset,
+            step_timeout_s=body.step_timeout_s or DEFAULT_STEP_TIMEOUT_S,
+            model_id=body.model_id or self.ctx.job_id,
+        )
+        if train:
+            task.arbiter = self.arbiter[0]  # type: ignore[index]
+            task.params.CopyFrom(self.spec.vertical.params)
+            if node.role == vertical_pb2.VERTICAL_ROLE_ARBITER:
+                task.dataset = ""
+        else:
+            task.model_version = self.spec.vertical_predict.model_version
+        return task
+
+    def _run_all(self, nodes: list[Node], task_for) -> dict[str, vertical_pb2.VerticalResult]:  # type: ignore[no-untyped-def]
+        calls: dict[str, grpc.Call] = {}
+        futures: dict[Future[vertical_pb2.VerticalResult], Node] = {}
+        for node in nodes:
+            stream = self.ctx.parties.run_vertical(node.address, node.method, task_for(node), CALL_DEADLINE_S)
+            calls[node.node_id] = stream  # type: ignore[assignment]
+            self.ctx.track(stream)  # type: ignore[arg-type]
+            futures[self.ctx.executor.submit(_final_result, stream)] = node
+        try:
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                for call in calls.values():
+                    call.cancel()  # type: ignore[attr-defined]
+                self.ctx.check_cancelled()
+                first = min(failed, key=lambda f: _failure_order(f.exception()))
+                node = futures[first]
+                raise JobFailed(f"{node.node_id} ({vertical_pb2.VerticalRole.Name(node.role).removeprefix('VERTICAL_ROLE_').lower()}): "
+                                f"{error_text(first.exception())}")  # type: ignore[arg-type]
+            return {futures[f].node_id: f.result() for f in done}
+        finally:
+            for call in calls.values():
+                self.ctx.untrack(call)
+
+
+def _final_result(stream: Iterator[vertical_pb2.VerticalProgress]) -> vertical_pb2.VerticalResult:
+    result = None
+    for progress in stream:
+        if progress.HasField("result"):
+            result = progress.result
+    if result is None:
+        raise RuntimeError("the node ended without a result")
+    return result
+
+
+def _failure_order(error: BaseException | None) -> int:
+    """Report the root cause, not the echoes: a node's own error before peers' timeouts or cancellations."""
+    code = error.code() if isinstance(error, grpc.Call) else None  # type: ignore[union-attr]
+    return {grpc.StatusCode.CANCELLED: 3, grpc.StatusCode.DEADLINE_EXCEEDED: 2, grpc.StatusCode.UNAVAILABLE: 1}.get(code, 0)  # type: ignore[arg-type]
