@@ -38,7 +38,7 @@ class Party:
         self.catalog = DatasetCatalog(config.datasets, base_dir)
         self._channels = ChannelPool(tls, Identity(config.node_id, "party"))
         self.mailbox = Mailbox(config.node_id)
-        active = ActiveJobs()
+        self.active_jobs = active = ActiveJobs()
         work = LocalWork(self.catalog)
         servicer = PartyServicer(
             work, config.node_id, VerticalParty(work, ModelStore((base_dir / config.state_dir / config.node_id / "models").resolve())),

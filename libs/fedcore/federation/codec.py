@@ -37,7 +37,7 @@ from fedcore.crypto.paillier import EncryptedArray, PackedArray, Packing, Public
 
 MAGIC = b"FSC"
 VERSION = 1
-_PREFIX = struct.Struct("<3sBBIQ")
+FRAME_PREFIX = struct.Struct("<3sBBIQ")
 #: Little-endian dtypes an ndarray may have on the wire (no objects, strings or records).
 ARRAY_DTYPES = frozenset({"|b1", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8"})
 _MAX_NDIM = 32
@@ -90,7 +90,7 @@ def encode(value: object) -> bytes:
 
 def _frame(kind: Kind, header: object, body: bytes) -> bytes:
     text = json.dumps(header, allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode()
-    return _PREFIX.pack(MAGIC, VERSION, kind, len(text), len(body)) + text + body
+    return FRAME_PREFIX.pack(MAGIC, VERSION, kind, len(text), len(body)) + text + body
 
 
 def _encode_array(array: np.ndarray) -> bytes:
@@ -133,18 +133,18 @@ def decode(payload: bytes, public_key: PublicKey | None, *, allow_insecure_keys:
     """The value in one frame. Ciphertexts need the job's ``public_key``; keys below 1024 bits
     are refused unless ``allow_insecure_keys`` (unit tests)."""
     data = bytes(payload)
-    if len(data) < _PREFIX.size:
-        raise CodecError(f"truncated payload: {len(data)} bytes, a frame has at least {_PREFIX.size}")
-    magic, version, kind, header_length, body_length = _PREFIX.unpack_from(data)
+    if len(data) < FRAME_PREFIX.size:
+        raise CodecError(f"truncated payload: {len(data)} bytes, a frame has at least {FRAME_PREFIX.size}")
+    magic, version, kind, header_length, body_length = FRAME_PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise CodecError("not a fedsuite payload (bad magic)")
     if version != VERSION:
         raise CodecError(f"codec version {version} is not supported (this party speaks version {VERSION})")
-    end = _PREFIX.size + header_length
+    end = FRAME_PREFIX.size + header_length
     if end + body_length != len(data):
         raise CodecError(f"truncated or padded payload: header and body need {header_length + body_length} bytes, "
-                         f"{len(data) - _PREFIX.size} follow")
-    header = _parse_json(data[_PREFIX.size : end])
+                         f"{len(data) - FRAME_PREFIX.size} follow")
+    header = _parse_json(data[FRAME_PREFIX.size : end])
     body = data[end:]
     if kind == Kind.JSON:
         if body:

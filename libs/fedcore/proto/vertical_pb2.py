@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64suite/v1/vertical.proto\x12\x0b\x66\x65\x64suite.v1\"\x94\x04\n\x0eHeteroLRParams\x12\x14\n\x07penalty\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x61lpha\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\toptimizer\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05\x64\x65\x63\x61y\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x17\n\ndecay_sqrt\x18\x06 \x01(\x08H\x05\x88\x01\x01\x12\x15\n\x08max_iter\x18\x07 \x01(\x05H\x06\x88\x01\x01\x12\x17\n\nbatch_size\x18\x08 \x01(\x05H\x07\x88\x01\x01\x12\x10\n\x03tol\x18\t \x01(\x01H\x08\x88\x01\x01\x12\x17\n\nearly_stop\x18\n \x01(\tH\t\x88\x01\x01\x12\x18\n\x0binit_method\x18\x0b \x01(\tH\n\x88\x01\x01\x12\x1a\n\rfit_intercept\x18\x0c \x01(\x08H\x0b\x88\x01\x01\x12\x17\n\nkey_length\x18\r \x01(\x05H\x0c\x88\x01\x01\x12\x11\n\x04seed\x18\x0e \x01(\x03H\r\x88\x01\x01\x42\n\n\x08_penaltyB\x08\n\x06_alphaB\x0c\n\n_optimizerB\x10\n\x0e_learning_rateB\x08\n\x06_decayB\r\n\x0b_decay_sqrtB\x0b\n\t_max_iterB\r\n\x0b_batch_sizeB\x06\n\x04_tolB\r\n\x0b_early_stopB\x0e\n\x0c_init_methodB\x10\n\x0e_fit_interceptB\r\n\x0b_key_lengthB\x07\n\x05_seed\"\xb3\x01\n\x0fVerticalJobSpec\x12\r\n\x05guest\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\x12\x15\n\rguest_dataset\x18\x03 \x01(\t\x12\x14\n\x0chost_dataset\x18\x04 \x01(\t\x12+\n\x06params\x18\x05 \x01(\x0b\x32\x1b.fedsuite.v1.HeteroLRParams\x12\x16\n\x0estep_timeout_s\x18\x06 \x01(\x01\x12\x10\n\x08model_id\x18\x07 \x01(\t\"\xa1\x01\n\x13VerticalPredictSpec\x12\r\n\x05guest\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\x12\x15\n\rguest_dataset\x18\x03 \x01(\t\x12\x14\n\x0chost_dataset\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x05\x12\x16\n\x0estep_timeout_s\x18\x07 \x01(\x01\"\xa7\x02\n\x0eVerticalResult\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12\x11\n\tconverged\x18\x02 \x01(\x08\x12\x0e\n\x06losses\x18\x03 \x03(\x01\x12\x14\n\x0cintersection\x18\x04 \x01(\x03\x12\x15\n\ralign_seconds\x18\x05 \x01(\x01\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\x05\x12\x39\n\x07metrics\x18\x08 \x03(\x0b\x32(.fedsuite.v1.VerticalResult.MetricsEntry\x12\x10\n\x08n_scored\x18\t \x01(\x03\x12\x0f\n\x07seconds\x18\n \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x81\x03\n\x0cVerticalTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.fedsuite.v1.VerticalKind\x12\'\n\x04role\x18\x03 \x01(\x0e\x32\x19.fedsuite.v1.VerticalRole\x12\r\n\x05guest\x18\x04 \x01(\t\x12\r\n\x05hosts\x18\x05 \x03(\t\x12\x0f\n\x07\x61rbiter\x18\x06 \x01(\t\x12\x33\n\x05peers\x18\x07 \x03(\x0b\x32$.fedsuite.v1.VerticalTask.PeersEntry\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12+\n\x06params\x18\t \x01(\x0b\x32\x1b.fedsuite.v1.HeteroLRParams\x12\x16\n\x0estep_timeout_s\x18\n \x01(\x01\x12\x10\n\x08model_id\x18\x0b \x01(\t\x12\x15\n\rmodel_version\x18\x0c \x01(\x05\x1a,\n\nPeersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\x10VerticalProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x1b.fedsuite.v1.VerticalResult\"O\n\rExchangeChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\"\x1f\n\x0b\x45xchangeAck\x12\x10\n\x08messages\x18\x01 \x01(\x05*a\n\x0cVerticalKind\x12\x1d\n\x19VERTICAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13VERTICAL_KIND_TRAIN\x10\x01\x12\x19\n\x15VERTICAL_KIND_PREDICT\x10\x02*y\n\x0cVerticalRole\x12\x1d\n\x19VERTICAL_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13VERTICAL_ROLE_GUEST\x10\x01\x12\x16\n\x12VERTICAL_ROLE_HOST\x10\x02\x12\x19\n\x15VERTICAL_ROLE_ARBITER\x10\x03\x32P\n\nFederation\x12\x42\n\x08\x45xchange\x12\x1a.fedsuite.v1.ExchangeChunk\x1a\x18.fedsuite.v1.ExchangeAck(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64suite/v1/vertical.proto\x12\x0b\x66\x65\x64suite.v1\"\xc4\x04\n\x0eHeteroLRParams\x12\x14\n\x07penalty\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x61lpha\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\toptimizer\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05\x64\x65\x63\x61y\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x17\n\ndecay_sqrt\x18\x06 \x01(\x08H\x05\x88\x01\x01\x12\x15\n\x08max_iter\x18\x07 \x01(\x05H\x06\x88\x01\x01\x12\x17\n\nbatch_size\x18\x08 \x01(\x05H\x07\x88\x01\x01\x12\x10\n\x03tol\x18\t \x01(\x01H\x08\x88\x01\x01\x12\x17\n\nearly_stop\x18\n \x01(\tH\t\x88\x01\x01\x12\x18\n\x0binit_method\x18\x0b \x01(\tH\n\x88\x01\x01\x12\x1a\n\rfit_intercept\x18\x0c \x01(\x08H\x0b\x88\x01\x01\x12\x17\n\nkey_length\x18\r \x01(\x05H\x0c\x88\x01\x01\x12\x11\n\x04seed\x18\x0e \x01(\x03H\r\x88\x01\x01\x12\x1b\n\x0epsi_key_length\x18\x0f \x01(\x05H\x0e\x88\x01\x01\x42\n\n\x08_penaltyB\x08\n\x06_alphaB\x0c\n\n_optimizerB\x10\n\x0e_learning_rateB\x08\n\x06_decayB\r\n\x0b_decay_sqrtB\x0b\n\t_max_iterB\r\n\x0b_batch_sizeB\x06\n\x04_tolB\r\n\x0b_early_stopB\x0e\n\x0c_init_methodB\x10\n\x0e_fit_interceptB\r\n\x0b_key_lengthB\x07\n\x05_seedB\x11\n\x0f_psi_key_length\"\xb3\x01\n\x0fVerticalJobSpec\x12\r\n\x05guest\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\x12\x15\n\rguest_dataset\x18\x03 \x01(\t\x12\x14\n\x0chost_dataset\x18\x04 \x01(\t\x12+\n\x06params\x18\x05 \x01(\x0b\x32\x1b.fedsuite.v1.HeteroLRParams\x12\x16\n\x0estep_timeout_s\x18\x06 \x01(\x01\x12\x10\n\x08model_id\x18\x07 \x01(\t\"\xa1\x01\n\x13VerticalPredictSpec\x12\r\n\x05guest\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\x12\x15\n\rguest_dataset\x18\x03 \x01(\t\x12\x14\n\x0chost_dataset\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x05\x12\x16\n\x0estep_timeout_s\x18\x07 \x01(\x01\"\xa7\x02\n\x0eVerticalResult\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12\x11\n\tconverged\x18\x02 \x01(\x08\x12\x0e\n\x06losses\x18\x03 \x03(\x01\x12\x14\n\x0cintersection\x18\x04 \x01(\x03\x12\x15\n\ralign_seconds\x18\x05 \x01(\x01\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\x05\x12\x39\n\x07metrics\x18\x08 \x03(\x0b\x32(.fedsuite.v1.VerticalResult.MetricsEntry\x12\x10\n\x08n_scored\x18\t \x01(\x03\x12\x0f\n\x07seconds\x18\n \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x81\x03\n\x0cVerticalTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.fedsuite.v1.VerticalKind\x12\'\n\x04role\x18\x03 \x01(\x0e\x32\x19.fedsuite.v1.VerticalRole\x12\r\n\x05guest\x18\x04 \x01(\t\x12\r\n\x05hosts\x18\x05 \x03(\t\x12\x0f\n\x07\x61rbiter\x18\x06 \x01(\t\x12\x33\n\x05peers\x18\x07 \x03(\x0b\x32$.fedsuite.v1.VerticalTask.PeersEntry\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12+\n\x06params\x18\t \x01(\x0b\x32\x1b.fedsuite.v1.HeteroLRParams\x12\x16\n\x0estep_timeout_s\x18\n \x01(\x01\x12\x10\n\x08model_id\x18\x0b \x01(\t\x12\x15\n\rmodel_version\x18\x0c \x01(\x05\x1a,\n\nPeersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\x10VerticalProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x1b.fedsuite.v1.VerticalResult\"O\n\rExchangeChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\"\x1f\n\x0b\x45xchangeAck\x12\x10\n\x08messages\x18\x01 \x01(\x05*a\n\x0cVerticalKind\x12\x1d\n\x19VERTICAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13VERTICAL_KIND_TRAIN\x10\x01\x12\x19\n\x15VERTICAL_KIND_PREDICT\x10\x02*y\n\x0cVerticalRole\x12\x1d\n\x19VERTICAL_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13VERTICAL_ROLE_GUEST\x10\x01\x12\x16\n\x12VERTICAL_ROLE_HOST\x10\x02\x12\x19\n\x15VERTICAL_ROLE_ARBITER\x10\x03\x32P\n\nFederation\x12\x42\n\x08\x45xchange\x12\x1a.fedsuite.v1.ExchangeChunk\x1a\x18.fedsuite.v1.ExchangeAck(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,30 +36,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERTICALRESULT_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_VERTICALTASK_PEERSENTRY']._loaded_options = None
   _globals['_VERTICALTASK_PEERSENTRY']._serialized_options = b'8\001'
-  _globals['_VERTICALKIND']._serialized_start=1818
-  _globals['_VERTICALKIND']._serialized_end=1915
-  _globals['_VERTICALROLE']._serialized_start=1917
-  _globals['_VERTICALROLE']._serialized_end=2038
+  _globals['_VERTICALKIND']._serialized_start=1866
+  _globals['_VERTICALKIND']._serialized_end=1963
+  _globals['_VERTICALROLE']._serialized_start=1965
+  _globals['_VERTICALROLE']._serialized_end=2086
   _globals['_HETEROLRPARAMS']._serialized_start=44
-  _globals['_HETEROLRPARAMS']._serialized_end=576
-  _globals['_VERTICALJOBSPEC']._serialized_start=579
-  _globals['_VERTICALJOBSPEC']._serialized_end=758
-  _globals['_VERTICALPREDICTSPEC']._serialized_start=761
-  _globals['_VERTICALPREDICTSPEC']._serialized_end=922
-  _globals['_VERTICALRESULT']._serialized_start=925
-  _globals['_VERTICALRESULT']._serialized_end=1220
-  _globals['_VERTICALRESULT_METRICSENTRY']._serialized_start=1174
-  _globals['_VERTICALRESULT_METRICSENTRY']._serialized_end=1220
-  _globals['_VERTICALTASK']._serialized_start=1223
-  _globals['_VERTICALTASK']._serialized_end=1608
-  _globals['_VERTICALTASK_PEERSENTRY']._serialized_start=1564
-  _globals['_VERTICALTASK_PEERSENTRY']._serialized_end=1608
-  _globals['_VERTICALPROGRESS']._serialized_start=1610
-  _globals['_VERTICALPROGRESS']._serialized_end=1702
-  _globals['_EXCHANGECHUNK']._serialized_start=1704
-  _globals['_EXCHANGECHUNK']._serialized_end=1783
-  _globals['_EXCHANGEACK']._serialized_start=1785
-  _globals['_EXCHANGEACK']._serialized_end=1816
-  _globals['_FEDERATION']._serialized_start=2040
-  _globals['_FEDERATION']._serialized_end=2120
+  _globals['_HETEROLRPARAMS']._serialized_end=624
+  _globals['_VERTICALJOBSPEC']._serialized_start=627
+  _globals['_VERTICALJOBSPEC']._serialized_end=806
+  _globals['_VERTICALPREDICTSPEC']._serialized_start=809
+  _globals['_VERTICALPREDICTSPEC']._serialized_end=970
+  _globals['_VERTICALRESULT']._serialized_start=973
+  _globals['_VERTICALRESULT']._serialized_end=1268
+  _globals['_VERTICALRESULT_METRICSENTRY']._serialized_start=1222
+  _globals['_VERTICALRESULT_METRICSENTRY']._serialized_end=1268
+  _globals['_VERTICALTASK']._serialized_start=1271
+  _globals['_VERTICALTASK']._serialized_end=1656
+  _globals['_VERTICALTASK_PEERSENTRY']._serialized_start=1612
+  _globals['_VERTICALTASK_PEERSENTRY']._serialized_end=1656
+  _globals['_VERTICALPROGRESS']._serialized_start=1658
+  _globals['_VERTICALPROGRESS']._serialized_end=1750
+  _globals['_EXCHANGECHUNK']._serialized_start=1752
+  _globals['_EXCHANGECHUNK']._serialized_end=1831
+  _globals['_EXCHANGEACK']._serialized_start=1833
+  _globals['_EXCHANGEACK']._serialized_end=1864
+  _globals['_FEDERATION']._serialized_start=2088
+  _globals['_FEDERATION']._serialized_end=2168
 # @@protoc_insertion_point(module_scope)

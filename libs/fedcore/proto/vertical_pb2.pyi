@@ -29,7 +29,7 @@ VERTICAL_ROLE_HOST: VerticalRole
 VERTICAL_ROLE_ARBITER: VerticalRole
 
 class HeteroLRParams(_message.Message):
-    __slots__ = ("penalty", "alpha", "optimizer", "learning_rate", "decay", "decay_sqrt", "max_iter", "batch_size", "tol", "early_stop", "init_method", "fit_intercept", "key_length", "seed")
+    __slots__ = ("penalty", "alpha", "optimizer", "learning_rate", "decay", "decay_sqrt", "max_iter", "batch_size", "tol", "early_stop", "init_method", "fit_intercept", "key_length", "seed", "psi_key_length")
     PENALTY_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class HeteroLRParams(_message.Message):
     FIT_INTERCEPT_FIELD_NUMBER: _ClassVar[int]
     KEY_LENGTH_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    PSI_KEY_LENGTH_FIELD_NUMBER: _ClassVar[int]
     penalty: str
     alpha: float
     optimizer: str
@@ -58,7 +59,8 @@ class HeteroLRParams(_message.Message):
     fit_intercept: bool
     key_length: int
     seed: int
-    def __init__(self, penalty: _Optional[str] = ..., alpha: _Optional[float] = ..., optimizer: _Optional[str] = ..., learning_rate: _Optional[float] = ..., decay: _Optional[float] = ..., decay_sqrt: _Optional[bool] = ..., max_iter: _Optional[int] = ..., batch_size: _Optional[int] = ..., tol: _Optional[float] = ..., early_stop: _Optional[str] = ..., init_method: _Optional[str] = ..., fit_intercept: _Optional[bool] = ..., key_length: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    psi_key_length: int
+    def __init__(self, penalty: _Optional[str] = ..., alpha: _Optional[float] = ..., optimizer: _Optional[str] = ..., learning_rate: _Optional[float] = ..., decay: _Optional[float] = ..., decay_sqrt: _Optional[bool] = ..., max_iter: _Optional[int] = ..., batch_size: _Optional[int] = ..., tol: _Optional[float] = ..., early_stop: _Optional[str] = ..., init_method: _Optional[str] = ..., fit_intercept: _Optional[bool] = ..., key_length: _Optional[int] = ..., seed: _Optional[int] = ..., psi_key_length: _Optional[int] = ...) -> None: ...
 
 class VerticalJobSpec(_message.Message):
     __slots__ = ("guest", "hosts", "guest_dataset", "host_dataset", "params", "step_timeout_s", "model_id")
