@@ -20,7 +20,7 @@ from fedcore import telemetry
 from fedcore.config import ConfigError, load_config
 from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
-from fedcore.rpc import error_text, wait_for_termination
+from fedcore.rpc import error_text, limit_malloc_arenas, wait_for_termination
 from fedcore.tls import TlsFiles, init_pki
 
 from fedsuite.client import CoordinatorAdmin
@@ -33,6 +33,7 @@ console = Console(stderr=False)
 # -- services -----------------------------------------------------------------------
 def _run_service(kind: str, args: argparse.Namespace) -> int:
     """Load the config, start the service, serve until SIGTERM, stop cleanly."""
+    limit_malloc_arenas()
     module = importlib.import_module(f"fedsuite.{kind}")
     config_type, service_type = module.CONFIG, module.SERVICE
     config_path = args.config or os.environ.get("FEDSUITE_CONFIG")

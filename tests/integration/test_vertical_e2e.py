@@ -186,7 +186,8 @@ def test_host_that_disconnects_mid_training_fails_the_job_fast_and_a_rerun_finis
         assert failed.updated_at - failed.created_at < 45
         # the host comes back; the same job submitted again runs to the end
         nodes.parties[HOSTS[1]] = start_party(pki, split, nodes.coordinator, HOSTS[1])
-        rerun = client.wait(client.submit(train_spec(max_iter=3)), 120)
+        # (the rerun uses the default key sizes, 2048-bit Paillier and RSA: the suite's default-size run)
+        rerun = client.wait(client.submit(train_spec(max_iter=3, key_length=2048, psi_key_length=2048)), 180)
     assert rerun.state == pb.JOB_STATE_SUCCEEDED, rerun.reason
     assert rerun.vertical_result.epochs == 3
 
