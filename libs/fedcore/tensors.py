@@ -120,14 +120,15 @@ class TensorStreamReader:
             raise TensorStreamError(
                 f"tensor {chunk.tensor_index}: chunk at byte {chunk.offset}, expected byte {self._offset}"
             )
-        size = len(chunk.data)
+        data = chunk.data  # each access to a bytes field copies it: read it once
+        size = len(data)
         if size % spec.dtype.itemsize:
             raise TensorStreamError(f"tensor {chunk.tensor_index}: chunk of {size} bytes is not whole elements")
         if self._offset + size > spec.nbytes:
             raise TensorStreamError(
                 f"tensor {chunk.tensor_index}: stream overruns the tensor's {spec.nbytes} bytes"
             )
-        values = np.frombuffer(chunk.data, dtype=spec.dtype)
+        values = np.frombuffer(data, dtype=spec.dtype)
         if self._require_finite and values.dtype.kind == "f" and not np.isfinite(values).all():
             raise TensorStreamError(f"tensor {chunk.tensor_index}: NaN or Inf values")
         result = ChunkValues(self._tensor, self._offset // spec.dtype.itemsize, values)

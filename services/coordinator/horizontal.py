@@ -255,7 +255,7 @@ class HorizontalFedAvgJob:
                 else:
                     part = reader.accept(response.update_chunk)
                     aggregator.add_update_chunk(party.party_id, part.tensor_index, part.element_offset, part.values)
-                    received += len(response.update_chunk.data)
+                    received += part.values.nbytes
             if loss is None:
                 raise tensors.TensorStreamError("the stream ended without an update")
             reader.finish()
