@@ -18,10 +18,10 @@ import grpc
 from fedcore.federation import Cancelled, FederationContext, PeerTimeout, PeerUnavailable
 from fedcore.federation.grpc_transport import GrpcTransport
 from fedcore.federation.mailbox import Mailbox
-from fedcore.proto import vertical_pb2
-from fedcore.rpc import ChannelPool
+from fedcore.proto import vertical_pb2, vertical_pb2_grpc
+from fedcore.rpc import ChannelPool, service
 
-from fedsuite.exchange import ActiveJobs
+from fedsuite.exchange import ActiveJobs, FederationServicer
 
 DEFAULT_STEP_TIMEOUT_S = 60.0
 
@@ -65,3 +65,16 @@ class VerticalNode:
         finally:
             self._jobs.close(task.job_id)
             self._mailbox.drop_job(task.job_id)
+
+
+class VerticalEndpoint:
+    """Everything a party or the arbiter needs to take part in vertical jobs: its mailbox, the
+    jobs open to peers, the ``Federation`` servicer peers send to, and the :class:`VerticalNode`."""
+
+    def __init__(self, node_id: str, channels: ChannelPool, insecure: bool) -> None:
+        self.mailbox = Mailbox(node_id)
+        self.active_jobs = ActiveJobs()
+        self.node = VerticalNode(node_id, channels, self.mailbox, self.active_jobs)
+        self.registration = service(vertical_pb2_grpc.add_FederationServicer_to_server,
+                                    FederationServicer(self.mailbox, self.active_jobs, insecure),
+                                    "fedsuite.v1.Federation")

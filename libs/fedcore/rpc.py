@@ -208,6 +208,16 @@ class Server:
         self.grpc_server.stop(grace_s).wait(grace_s + 1)
 
 
+def service(add: Callable[[Any, grpc.Server], None], servicer: object, name: str) -> Callable[[grpc.Server], str]:
+    """A ``register`` entry for :func:`make_server`: ``add(servicer, server)`` and the service's full name."""
+
+    def register(server: grpc.Server) -> str:
+        add(servicer, server)
+        return name
+
+    return register
+
+
 def make_server(
     listen: str,
     tls: TlsFiles | None,

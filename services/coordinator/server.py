@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fedcore import telemetry
 from fedcore.proto import coordinator_pb2_grpc
-from fedcore.rpc import ChannelPool, Server, make_server
+from fedcore.rpc import ChannelPool, Server, make_server, service
 from fedcore.tls import Identity
 
 from fedsuite.coordinator.config import CoordinatorConfig
@@ -35,11 +35,10 @@ class Coordinator:
                                config.call_timeout_s, arbiter)
         servicer = CoordinatorServicer(self.registry, self.jobs, checkpoints, config.heartbeat_interval_s, tls is None)
 
-        def add(server: object) -> str:
-            coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
-            return "fedsuite.v1.Coordinator"
-
-        self.server: Server = make_server(config.listen, tls, POLICY, [add])
+        self.server: Server = make_server(
+            config.listen, tls, POLICY,
+            [service(coordinator_pb2_grpc.add_CoordinatorServicer_to_server, servicer, "fedsuite.v1.Coordinator")],
+        )
         self._stopping = threading.Event()
         self._monitor = threading.Thread(target=self._watch_liveness, name="liveness", daemon=True)
         self._monitor.start()

@@ -8,13 +8,11 @@ from pathlib import Path
 import grpc
 
 from fedcore import telemetry
-from fedcore.federation.mailbox import Mailbox
-from fedcore.proto import common_pb2, coordinator_pb2 as cpb, coordinator_pb2_grpc, party_pb2_grpc, vertical_pb2_grpc
-from fedcore.rpc import ChannelPool, Server, error_text, make_server
+from fedcore.proto import common_pb2, coordinator_pb2 as cpb, coordinator_pb2_grpc, party_pb2_grpc
+from fedcore.rpc import ChannelPool, Server, error_text, make_server, service
 from fedcore.tls import Identity
 
 from fedsuite.exchange import POLICY as EXCHANGE_POLICY
-from fedsuite.exchange import ActiveJobs, FederationServicer
 from fedsuite.party.config import PartyConfig
 from fedsuite.party.datasets import DatasetCatalog
 from fedsuite.party.models import ModelStore
@@ -22,7 +20,7 @@ from fedsuite.party.vertical import VerticalParty
 from fedsuite.party.servicer import POLICY, PartyServicer
 from fedsuite.party.work import LocalWork
 from fedsuite.tlsconfig import tls_files
-from fedsuite.vertical_node import VerticalNode
+from fedsuite.vertical_node import VerticalEndpoint
 
 ROLES = {"guest": common_pb2.PARTY_ROLE_GUEST, "host": common_pb2.PARTY_ROLE_HOST}
 log = telemetry.get_logger()
@@ -37,24 +35,15 @@ class Party:
         tls = tls_files(config, base_dir, insecure)
         self.catalog = DatasetCatalog(config.datasets, base_dir)
         self._channels = ChannelPool(tls, Identity(config.node_id, "party"))
-        self.mailbox = Mailbox(config.node_id)
-        self.active_jobs = active = ActiveJobs()
+        self.vertical = VerticalEndpoint(config.node_id, self._channels, insecure)
         work = LocalWork(self.catalog)
-        servicer = PartyServicer(
-            work, config.node_id, VerticalParty(work, ModelStore((base_dir / config.state_dir / config.node_id / "models").resolve())),
-            VerticalNode(config.node_id, self._channels, self.mailbox, active),
+        models = ModelStore((base_dir / config.state_dir / config.node_id / "models").resolve())
+        servicer = PartyServicer(work, config.node_id, VerticalParty(work, models), self.vertical.node)
+        self.server: Server = make_server(
+            config.listen, tls, {**POLICY, **EXCHANGE_POLICY},
+            [service(party_pb2_grpc.add_PartyServicer_to_server, servicer, "fedsuite.v1.Party"),
+             self.vertical.registration],
         )
-        exchange = FederationServicer(self.mailbox, active, insecure)
-
-        def add(server: grpc.Server) -> str:
-            party_pb2_grpc.add_PartyServicer_to_server(servicer, server)
-            return "fedsuite.v1.Party"
-
-        def add_exchange(server: grpc.Server) -> str:
-            vertical_pb2_grpc.add_FederationServicer_to_server(exchange, server)
-            return "fedsuite.v1.Federation"
-
-        self.server: Server = make_server(config.listen, tls, {**POLICY, **EXCHANGE_POLICY}, [add, add_exchange])
         host = config.listen.rpartition(":")[0]
         self.address = config.advertise or f"{host}:{self.server.port}"
         self._config = config

@@ -18,19 +18,17 @@ from fedcore import tensors
 from fedcore.config import TlsConfig
 from fedcore.data import DatasetConfig
 from fedcore.proto import common_pb2, coordinator_pb2 as pb, coordinator_pb2_grpc, party_pb2, party_pb2_grpc
-from fedcore.federation.mailbox import Mailbox
-from fedcore.rpc import MAX_MESSAGE_BYTES, ChannelPool, make_channel, make_server
+from fedcore.rpc import MAX_MESSAGE_BYTES, ChannelPool, make_channel, make_server, service
 from fedcore.tls import Identity, TlsFiles, init_ca, issue_node
 
 from fedsuite.client import CoordinatorAdmin
 from fedsuite.coordinator import Coordinator, CoordinatorConfig
 from fedsuite.demo import horizontal_job
 from fedsuite.party import Party, PartyConfig
-from fedsuite.exchange import ActiveJobs
 from fedsuite.party.datasets import DatasetCatalog
 from fedsuite.party.models import ModelStore
 from fedsuite.party.vertical import VerticalParty
-from fedsuite.vertical_node import VerticalNode
+from fedsuite.vertical_node import VerticalEndpoint
 from fedsuite.party.servicer import POLICY as PARTY_POLICY
 from fedsuite.party.servicer import PartyServicer
 from fedsuite.party.work import LocalWork
@@ -297,11 +295,8 @@ def test_broken_update_is_dropped_and_the_model_is_untouched(
     honest_final, honest_weights = _run_job(pki, coordinator)
     assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
 
-    def add(server: grpc.Server) -> str:
-        party_pb2_grpc.add_PartyServicer_to_server(BrokenParty(_honest_servicer(pki, breast_dir), mode), server)
-        return "fedsuite.v1.Party"
-
-    broken = make_server("127.0.0.1:0", tls(pki, "party-x"), PARTY_POLICY, [add])
+    broken = make_server("127.0.0.1:0", tls(pki, "party-x"), PARTY_POLICY, [service(
+        party_pb2_grpc.add_PartyServicer_to_server, BrokenParty(_honest_servicer(pki, breast_dir), mode), "fedsuite.v1.Party")])
     try:
         stub = stub_as(pki, "party-x", coordinator.port)
         datasets = [common_pb2.DatasetInfo(name="breast", n_rows=100, n_eval_rows=0, n_features=30, has_label=True)]
@@ -319,8 +314,8 @@ def test_broken_update_is_dropped_and_the_model_is_untouched(
 def _honest_servicer(pki: Path, breast_dir: Path) -> party_pb2_grpc.PartyServicer:
     catalog = DatasetCatalog({"breast": DatasetConfig(path=str(breast_dir / "party-c-train.csv"), label="target")}, breast_dir)
     work = LocalWork(catalog)
-    node = VerticalNode("party-x", ChannelPool(tls(pki, "party-x")), Mailbox("party-x"), ActiveJobs())
-    return PartyServicer(work, "party-x", VerticalParty(work, ModelStore(breast_dir / "models")), node)
+    endpoint = VerticalEndpoint("party-x", ChannelPool(tls(pki, "party-x")), insecure=False)
+    return PartyServicer(work, "party-x", VerticalParty(work, ModelStore(breast_dir / "models")), endpoint.node)
 
 
 def test_certificate_without_a_fedsuite_role_is_unauthenticated(pki: Path, tmp_path: Path, coordinator: Coordinator) -> None:

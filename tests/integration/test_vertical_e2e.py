@@ -106,7 +106,7 @@ def nodes(pki: Path, split: dict[str, object], tmp_path: Path) -> Iterator[Nodes
         node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"), state_dir=str(tmp_path / "state"),
         heartbeat_interval_s=0.5, party_timeout_s=3, arbiter=f"127.0.0.1:{arbiter.port}"), tmp_path)
     running = Nodes(coordinator, arbiter, {n: start_party(pki, split, coordinator, n) for n in (GUEST, *HOSTS)})
-    for name, mailbox in [("arbiter", arbiter.mailbox), *((n, p.mailbox) for n, p in running.parties.items())]:
+    for name, mailbox in [("arbiter", arbiter.vertical.mailbox), *((n, p.vertical.mailbox) for n, p in running.parties.items())]:
         running.received[name] = log = []
         original = mailbox.deliver
 
@@ -220,7 +220,7 @@ def test_exchange_refuses_strangers_unknown_jobs_and_malformed_streams(pki: Path
         exchange(pki, "admin", guest_port, list(exchange_chunks("nope", "t", payload)))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
     # a message claiming more bytes than it carries, and one over the size bound
-    nodes.parties[GUEST].active_jobs.open("job-x", frozenset({HOSTS[0]}))  # as RunVertical does for a running job
+    nodes.parties[GUEST].vertical.active_jobs.open("job-x", frozenset({HOSTS[0]}))  # as RunVertical does for a running job
     short = vertical_pb2.ExchangeChunk(job_id="job-x", tag="t", data=payload, total_bytes=len(payload) + 5)
     with pytest.raises(grpc.RpcError) as caught:
         exchange(pki, HOSTS[0], guest_port, [short])
@@ -262,7 +262,7 @@ def _over_modulus(frame: bytes) -> bytes:
 def test_tampered_or_foreign_ciphertexts_fail_the_job_cleanly(pki: Path, nodes: Nodes, tamper, words: str) -> None:  # type: ignore[no-untyped-def]
     """A host's encrypted forward altered on the way: the guest refuses it with INVALID_ARGUMENT naming the
     sender and the step, the job fails with that reason, and the guest goes on serving the next job."""
-    guest = nodes.parties[GUEST].mailbox
+    guest = nodes.parties[GUEST].vertical.mailbox
     honest = guest.deliver
     tampered: list[str] = []
 
