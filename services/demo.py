@@ -46,7 +46,7 @@ GUEST, HOST = "bank", "telecom"
 AUC_TOLERANCE = 0.01
 VERTICAL_AUC_TOLERANCE = 0.005
 VERTICAL_PARAMS = {"penalty": "L2", "alpha": 0.01, "optimizer": "nesterov_momentum_sgd", "learning_rate": 0.15,
-                   "max_iter": 30, "batch_size": 240, "early_stop": "diff", "tol": 1e-5, "key_length": 1024,
+                   "max_iter": 30, "batch_size": 240, "early_stop": "diff", "tol": 1e-6, "key_length": 1024,
                    "seed": SEED}
 
 

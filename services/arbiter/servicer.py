@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Iterator
 
@@ -10,7 +12,7 @@ import grpc
 from fedcore import telemetry
 from fedcore.federation import FederationError
 from fedcore.proto import arbiter_pb2, arbiter_pb2_grpc, vertical_pb2
-from fedcore.vertical.hetero_lr import fit_arbiter
+from fedcore.vertical.hetero_lr import TrainingReport, fit_arbiter
 
 from fedsuite.arbiter.keys import KeyVault, UnknownKey
 from fedsuite.translate import hetero_params
@@ -49,21 +51,38 @@ class ArbiterServicer(arbiter_pb2_grpc.ArbiterServicer):
         return arbiter_pb2.PublicKey(job_id=request.job_id, key_bits=public.key_bits, n=public.n_bytes())
 
     def RunVertical(self, request: vertical_pb2.VerticalTask, context: grpc.ServicerContext) -> Iterator[vertical_pb2.VerticalProgress]:
+        """Train as the arbiter, streaming each epoch's loss as soon as it is decrypted."""
         if request.role != vertical_pb2.VERTICAL_ROLE_ARBITER or request.kind != vertical_pb2.VERTICAL_KIND_TRAIN:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the arbiter plays VERTICAL_ROLE_ARBITER in training jobs")
+        try:
+            params = hetero_params(request.params)
+        except ValueError as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            raise
         started = time.monotonic()
-        with telemetry.bind(job_id=request.job_id):
-            try:
-                params = hetero_params(request.params)
-                with self._node.session(request, context) as ctx:
-                    report = fit_arbiter(ctx, params, request.guest, list(request.hosts))
-            except FederationError as err:
-                telemetry.get_logger().warning("vertical_failed", reason=str(err))
-                context.abort(status_for(err), f"{self._node.node_id}: {err}")
-                raise
-            except ValueError as err:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-                raise
+        epochs: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
+        outcome: dict[str, object] = {}
+
+        def train() -> None:
+            with telemetry.bind(job_id=request.job_id):
+                try:
+                    with self._node.session(request, context) as ctx:
+                        outcome["report"] = fit_arbiter(ctx, params, request.guest, list(request.hosts),
+                                                        on_epoch=lambda epoch, loss: epochs.put((epoch, loss)))
+                except (FederationError, ValueError) as err:
+                    telemetry.get_logger().warning("vertical_failed", reason=str(err))
+                    outcome["error"] = err
+                finally:
+                    epochs.put(None)
+
+        threading.Thread(target=train, name=f"arbiter-{request.job_id}", daemon=True).start()
+        while (progress := epochs.get()) is not None:
+            yield vertical_pb2.VerticalProgress(epoch=progress[0], loss=progress[1])
+        error = outcome.get("error")
+        if isinstance(error, Exception):
+            context.abort(status_for(error), f"{self._node.node_id}: {error}")
+        report = outcome["report"]
+        assert isinstance(report, TrainingReport)
         yield vertical_pb2.VerticalProgress(result=vertical_pb2.VerticalResult(
             epochs=report.epochs, converged=report.converged, losses=report.losses,
             seconds=time.monotonic() - started,

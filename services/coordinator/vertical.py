@@ -23,6 +23,7 @@ from fedcore.proto import vertical_pb2
 from fedcore.rpc import error_text
 
 from fedsuite.coordinator.horizontal import JobContext, JobFailed
+from fedsuite.translate import hetero_params
 
 CALL_DEADLINE_S = 6 * 3600.0
 """Deadline of one node's RunVertical call; steps inside have their own, much shorter, timeouts."""
@@ -55,15 +56,12 @@ class VerticalJob:
         exchange_id = f"{self.ctx.job_id}.{uuid.uuid4().hex[:8]}"  # fresh per run: a restarted job never sees old messages
         self.ctx.event(pb.JOB_EVENT_TYPE_STARTED, parties=[n.node_id for n in nodes],
                        message=f"{'training' if train else 'scoring'} with {', '.join(n.node_id for n in nodes)}")
-        results = self._run_all(nodes, lambda node: self._task(node, nodes, exchange_id, train))
+        results = self._run_all(nodes, lambda node: self._task(node, nodes, exchange_id, train), train)
         guest = results[body.guest]
         if train:
             arbiter = results[self.arbiter[0]]  # type: ignore[index]
             guest.epochs, guest.converged = arbiter.epochs, arbiter.converged
             guest.losses[:] = arbiter.losses
-            for epoch, loss in enumerate(arbiter.losses, start=1):
-                self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_COMMITTED, epoch,
-                               metrics=pb.RoundMetrics(round=epoch, train_loss=loss), total_rounds=len(arbiter.losses))
         guest.seconds = time.monotonic() - started
         return guest
 
@@ -108,14 +106,25 @@ class VerticalJob:
             task.model_version = self.spec.vertical_predict.model_version
         return task
 
-    def _run_all(self, nodes: list[Node], task_for) -> dict[str, vertical_pb2.VerticalResult]:  # type: ignore[no-untyped-def]
+    def _follow(self, stream: Iterator[vertical_pb2.VerticalProgress], train: bool) -> vertical_pb2.VerticalResult:
+        """A node's stream to its end: each epoch the arbiter reports becomes a live event; the last message is the result."""
+        max_iter = hetero_params(self.spec.vertical.params).max_iter if train else 0
+        for progress in stream:
+            if progress.HasField("result"):
+                return progress.result
+            self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_COMMITTED, progress.epoch, total_rounds=max_iter,
+                           metrics=pb.RoundMetrics(round=progress.epoch, train_loss=progress.loss))
+        raise RuntimeError("the node ended without a result")
+
+
+    def _run_all(self, nodes: list[Node], task_for, train: bool) -> dict[str, vertical_pb2.VerticalResult]:  # type: ignore[no-untyped-def]
         calls: dict[str, grpc.Call] = {}
         futures: dict[Future[vertical_pb2.VerticalResult], Node] = {}
         for node in nodes:
             stream = self.ctx.parties.run_vertical(node.address, node.method, task_for(node), CALL_DEADLINE_S)
             calls[node.node_id] = stream  # type: ignore[assignment]
             self.ctx.track(stream)  # type: ignore[arg-type]
-            futures[self.ctx.executor.submit(_final_result, stream)] = node
+            futures[self.ctx.executor.submit(self._follow, stream, train)] = node
         try:
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [f for f in done if f.exception() is not None]
@@ -131,16 +140,6 @@ class VerticalJob:
         finally:
             for call in calls.values():
                 self.ctx.untrack(call)
-
-
-def _final_result(stream: Iterator[vertical_pb2.VerticalProgress]) -> vertical_pb2.VerticalResult:
-    result = None
-    for progress in stream:
-        if progress.HasField("result"):
-            result = progress.result
-    if result is None:
-        raise RuntimeError("the node ended without a result")
-    return result
 
 
 def _failure_order(error: BaseException | None) -> int:

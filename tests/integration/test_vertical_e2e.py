@@ -145,12 +145,18 @@ def test_one_guest_two_hosts_match_centralized_and_nodes_receive_only_what_the_p
         job_id = client.submit(train_spec())
         trained = client.wait(job_id, 300)
         assert trained.state == pb.JOB_STATE_SUCCEEDED, trained.reason
+        events = list(client.watch(job_id, 10))
         training_log = {name: list(log) for name, log in nodes.received.items()}
         scored = client.wait(client.submit(predict_spec(job_id)), 120)
     assert scored.state == pb.JOB_STATE_SUCCEEDED, scored.reason
     result = trained.vertical_result
     assert result.intersection == split["intersection"]
     assert result.epochs >= 1 and len(result.losses) == result.epochs
+    # each epoch's loss was reported live, in order, before the job ended
+    epochs = [e for e in events if e.type == pb.JOB_EVENT_TYPE_ROUND_COMMITTED]
+    assert [e.round for e in epochs] == list(range(1, result.epochs + 1))
+    assert [e.metrics.train_loss for e in epochs] == pytest.approx(list(result.losses))
+    assert events[-1].type == pb.JOB_EVENT_TYPE_SUCCEEDED and all(e.time <= events[-1].time for e in epochs)
     assert scored.vertical_result.n_scored == split["intersection"]
     auc = scored.vertical_result.metrics["auc"]
     assert abs(auc - split["central_auc"]) <= 0.005, (auc, split["central_auc"])

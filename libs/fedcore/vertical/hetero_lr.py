@@ -61,7 +61,7 @@ import math
 import secrets
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -556,6 +556,7 @@ class HeteroLRArbiter:
         guest_id: str,
         host_ids: Sequence[str],
         keypair: tuple[PublicKey, PrivateKey] | None = None,
+        on_epoch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.params = params
@@ -563,6 +564,7 @@ class HeteroLRArbiter:
         self.host_ids = list(host_ids)
         self.public_key, self.private_key = keypair or generate_keypair(params.key_length)
         self._lengths: dict[str, int] = {}
+        self._on_epoch = on_epoch
 
     @property
     def parties(self) -> list[str]:
@@ -586,6 +588,8 @@ class HeteroLRArbiter:
                 self.decrypt_gradients(epoch, batch)
                 total += self.batch_loss(epoch, batch, size)
             losses.append(total / rows)
+            if self._on_epoch is not None:
+                self._on_epoch(epoch + 1, losses[-1])
             stop = convergence.converged(losses[-1], *self.weight_change(epoch))
             self.ctx.put_all(_tag(epoch, None, "stop"), self.parties, stop)
             if stop:
@@ -665,9 +669,13 @@ def fit_arbiter(
     host_ids: Sequence[str],
     *,
     keypair: tuple[PublicKey, PrivateKey] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainingReport:
-    """Serve as the arbiter, with a fresh key of params.key_length bits unless ``keypair`` is given."""
-    return HeteroLRArbiter(ctx, params, guest_id, host_ids, keypair).fit()
+    """Serve as the arbiter, with a fresh key of params.key_length bits unless ``keypair`` is given.
+
+    ``on_epoch(epoch, loss)`` is called after each epoch's loss is decrypted (progress reports).
+    """
+    return HeteroLRArbiter(ctx, params, guest_id, host_ids, keypair, on_epoch).fit()
 
 
 _PREDICT = "predict"
