@@ -9,10 +9,10 @@ import pytest
 
 from fedcore.tls import TlsFiles, init_pki
 
-from fedsuite.demo import PARTIES, prepare_horizontal_data
+from fedsuite.demo import GUEST, HOST, PARTIES, prepare_horizontal_data
 from fedsuite.local import LocalFederation
 
-NODES = ["coordinator", "arbiter", *PARTIES, "party-x"]
+NODES = ["coordinator", "arbiter", *PARTIES, "party-x", GUEST, HOST]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""End to end: coordinator, arbiter and parties as separate processes over mTLS on 127.0.0.1."""
+"""End to end: coordinator, arbiter and parties as separate processes over mTLS on 127.0.0.1 (crashes included)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ import pytest
 
 from fedcore.proto import coordinator_pb2 as pb
 
-from fedsuite.demo import PARTIES, centralized_baseline, horizontal_job, score_global_model
+from fedsuite.demo import (
+    GUEST, HOST, PARTIES, VERTICAL_PARAMS, centralized_baseline, horizontal_job, prepare_vertical_data, score_global_model,
+)
+from fedsuite.jobfile import parse_job_spec
 from fedsuite.local import LocalFederation
 from tests.conftest import breast_dataset
 
@@ -176,3 +179,28 @@ def test_sigterm_stops_every_service_cleanly(federation: LocalFederation, breast
         node.process.send_signal(signal.SIGTERM)
         assert node.process.wait(15) == 0, federation.log_tail(node.name)
         assert time.monotonic() - started < 10
+
+
+def test_vertical_job_survives_a_coordinator_crash(federation: LocalFederation, tmp_path: Path) -> None:
+    """A coordinator SIGKILLed mid vertical training: the nodes' calls are cancelled, and the restarted
+    coordinator runs the job again from the start (fresh exchange id, no stale message) to the end."""
+    prepare_vertical_data(federation.workdir / "data")
+    federation.start_arbiter()
+    federation.start_coordinator()
+    federation.start_party(GUEST, {"g": {"path": f"data/{GUEST}.csv", "label": "target", "id_column": "id",
+                                         "eval_fraction": 0}})
+    federation.start_party(HOST, {"h": {"path": f"data/{HOST}.csv", "id_column": "id", "eval_fraction": 0}}, role="host")
+    federation.wait_for_parties([GUEST, HOST])
+    spec = parse_job_spec({"vertical": {"guest": GUEST, "hosts": [HOST], "guest_dataset": "g", "host_dataset": "h",
+                                        "step_timeout_s": 20, "params": {**VERTICAL_PARAMS, "max_iter": 40}}})
+    with federation.admin() as admin:
+        job_id = admin.submit(spec)
+    wait_for_event(federation, job_id, pb.JOB_EVENT_TYPE_ROUND_COMMITTED, 3)
+    federation.nodes["coordinator"].kill()
+    federation.restart("coordinator")
+    with federation.admin() as admin:
+        final = admin.wait(job_id, 300)
+        events = list(admin.watch(job_id, 10))
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    assert final.vertical_result.epochs == 40 and final.vertical_result.intersection == 529
+    assert sum(e.type == pb.JOB_EVENT_TYPE_STARTED for e in events) == 2
