@@ -186,7 +186,7 @@ def test_loss_and_grad_rejects_bad_labels_and_features() -> None:
 
 def test_vector_model_has_no_predictor() -> None:
     model = build_model(ModelConfig("vector", 0, 0, vector_size=3))
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(TypeError):
         model.predict_proba(model.init_weights(np.random.default_rng(0)), np.zeros((2, 1)))
 
 

@@ -165,10 +165,10 @@ class VectorModel(Model):
         return [np.zeros(self.config.vector_size, dtype=np.float32)]
 
     def predict_proba(self, weights: Weights, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError("a 'vector' model does not depend on data and cannot predict")
+        raise TypeError("a 'vector' model does not depend on data and cannot predict")
 
     def loss_and_grad(self, weights: Weights, X: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
-        raise NotImplementedError("a 'vector' model does not depend on data and has no loss")
+        raise TypeError("a 'vector' model does not depend on data and has no loss")
 
 
 _FAMILIES: dict[str, type[Model]] = {
