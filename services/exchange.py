@@ -43,6 +43,11 @@ class ActiveJobs:
         with self._changed:
             self._participants.pop(exchange_id, None)
 
+    def running(self) -> list[str]:
+        """Exchange ids of the jobs open here now."""
+        with self._changed:
+            return sorted(self._participants)
+
     def participants(self, exchange_id: str, wait_s: float) -> frozenset[str] | None:
         deadline = time.monotonic() + wait_s
         with self._changed:

@@ -288,3 +288,21 @@ def test_tampered_or_foreign_ciphertexts_fail_the_job_cleanly(pki: Path, nodes: 
         assert words in failed.reason, failed.reason
         again = client.wait(client.submit(train_spec(max_iter=2)), 120)
     assert again.state == pb.JOB_STATE_SUCCEEDED, again.reason
+
+
+def test_cancelling_a_vertical_job_stops_every_node(pki: Path, nodes: Nodes) -> None:
+    with admin(pki, nodes) as client:
+        job_id = client.submit(train_spec(max_iter=500, tol=0.0))
+        for event in client.watch(job_id, 120):
+            if event.type == pb.JOB_EVENT_TYPE_ROUND_COMMITTED:
+                break
+        cancelled = client.cancel(job_id)
+        assert cancelled.state == pb.JOB_STATE_CANCELLED
+        endpoints = [nodes.arbiter.vertical, *(p.vertical for p in nodes.parties.values())]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(e.active_jobs.running() for e in endpoints):
+            time.sleep(0.1)
+        assert not any(e.active_jobs.running() for e in endpoints)  # every node let go of the job
+        again = client.wait(client.submit(train_spec(max_iter=2)), 120)
+        assert client.get(job_id).state == pb.JOB_STATE_CANCELLED
+    assert again.state == pb.JOB_STATE_SUCCEEDED, again.reason
