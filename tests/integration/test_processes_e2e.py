@@ -192,7 +192,7 @@ def test_vertical_job_survives_a_coordinator_crash(federation: LocalFederation, 
     federation.start_party(HOST, {"h": {"path": f"data/{HOST}.csv", "id_column": "id", "eval_fraction": 0}}, role="host")
     federation.wait_for_parties([GUEST, HOST])
     spec = parse_job_spec({"vertical": {"guest": GUEST, "hosts": [HOST], "guest_dataset": "g", "host_dataset": "h",
-                                        "step_timeout_s": 20, "params": {**VERTICAL_PARAMS, "max_iter": 40}}})
+                                        "step_timeout_s": 20, "params": {**VERTICAL_PARAMS, "max_iter": 40, "tol": 0.0}}})
     with federation.admin() as admin:
         job_id = admin.submit(spec)
     wait_for_event(federation, job_id, pb.JOB_EVENT_TYPE_ROUND_COMMITTED, 3)
