@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import math
 import random
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -28,61 +26,9 @@ from fedcore.ml.models import build_model
 from fedcore.proto import common_pb2, coordinator_pb2 as pb, party_pb2
 from fedcore.rpc import error_text
 
-from fedsuite.coordinator.party_client import PartyClient, serialise_global_chunks
-from fedsuite.coordinator.registry import PartyRegistry
-from fedsuite.coordinator.store import CheckpointStore, SqliteStore
+from fedsuite.coordinator.job_context import JobContext, JobFailed
+from fedsuite.coordinator.party_client import serialise_global_chunks
 from fedsuite.translate import model_config
-
-EventSink = Callable[[pb.JobEvent], None]
-
-
-class JobFailed(Exception):
-    """The job cannot go on; the message is the reason shown to people."""
-
-
-class JobCancelled(Exception):
-    """CancelJob was called."""
-
-
-@dataclass
-class JobContext:
-    """What a running job may use: state, parties, the clock and its cancel flag."""
-
-    job_id: str
-    store: SqliteStore
-    checkpoints: CheckpointStore
-    registry: PartyRegistry
-    parties: PartyClient
-    executor: Executor
-    emit: EventSink
-    cancelled: threading.Event
-    call_timeout_s: float
-    log: telemetry.structlog.typing.FilteringBoundLogger
-    _calls: set[grpc.Call] = field(default_factory=set)
-    _calls_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def event(self, kind: int, round_number: int = 0, **fields: object) -> None:
-        self.emit(pb.JobEvent(job_id=self.job_id, type=kind, round=round_number, **fields))  # type: ignore[arg-type]
-
-    def check_cancelled(self) -> None:
-        if self.cancelled.is_set():
-            raise JobCancelled()
-
-    def track(self, call: grpc.Call) -> None:
-        with self._calls_lock:
-            self._calls.add(call)
-        if self.cancelled.is_set():
-            call.cancel()
-
-    def untrack(self, call: grpc.Call) -> None:
-        with self._calls_lock:
-            self._calls.discard(call)
-
-    def cancel_calls(self) -> None:
-        with self._calls_lock:
-            for call in list(self._calls):
-                call.cancel()
-
 
 @dataclass
 class RoundOutcome:

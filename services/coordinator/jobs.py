@@ -15,7 +15,8 @@ from fedcore import telemetry
 from fedcore.proto import coordinator_pb2 as pb
 
 from fedsuite.coordinator import specs
-from fedsuite.coordinator.horizontal import HorizontalFedAvgJob, JobCancelled, JobContext, JobFailed
+from fedsuite.coordinator.horizontal import HorizontalFedAvgJob
+from fedsuite.coordinator.job_context import JobCancelled, JobContext, JobFailed
 from fedsuite.coordinator.party_client import PartyClient
 from fedsuite.coordinator.registry import PartyRegistry
 from fedsuite.coordinator.store import TERMINAL_STATES, CheckpointStore, SqliteStore

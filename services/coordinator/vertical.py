@@ -22,7 +22,7 @@ from fedcore.proto import coordinator_pb2 as pb
 from fedcore.proto import vertical_pb2
 from fedcore.rpc import error_text
 
-from fedsuite.coordinator.horizontal import JobContext, JobFailed
+from fedsuite.coordinator.job_context import JobContext, JobFailed
 from fedsuite.translate import hetero_params
 
 CALL_DEADLINE_S = 6 * 3600.0
