@@ -37,6 +37,9 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     # Keep HTTP/2 flow-control windows at their defaults: bandwidth-delay probing lets them grow
     # to megabytes per stream, which with many streams is what made gRPC servers' memory balloon.
     ("grpc.http2.bdp_probe", 0),
+    # gRPC grows each connection's TCP read buffer up to 4 MiB on fast links and keeps it:
+    # with one connection per party that is what made memory grow with the number of parties.
+    ("grpc.experimental.tcp_max_read_chunk_size", 256 * 1024),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     *KEEPALIVE_OPTIONS,
