@@ -89,11 +89,12 @@ def _job_get(args: argparse.Namespace) -> int:
 def _job_list(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         jobs = admin.list(args.limit)
-    table = Table("job", "name", "state", "round", "reason")
+    table = Table("job", "name", "state", "progress", "reason")
     for job in jobs:
-        total = job.spec.horizontal.rounds if job.spec.HasField("horizontal") else job.vertical_result.epochs
+        progress = (f"{job.current_round}/{job.spec.horizontal.rounds} rounds" if job.spec.HasField("horizontal")
+                    else f"{job.vertical_result.epochs} epochs" if job.spec.HasField("vertical") else "scoring")
         table.add_row(job.job_id, job.spec.name, pb.JobState.Name(job.state).removeprefix("JOB_STATE_"),
-                      f"{job.current_round}/{total}", job.reason)
+                      progress, job.reason)
     console.print(table)
     return 0
 
@@ -119,6 +120,17 @@ def _parties(args: argparse.Namespace) -> int:
         table.add_row(p.party_id, common_pb2.PartyRole.Name(p.role).removeprefix("PARTY_ROLE_").lower(), p.organisation,
                       p.address, "yes" if p.online else "no", datasets)
     console.print(table)
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from fedsuite.demo import prepare_horizontal_data, prepare_vertical_data
+
+    directory = Path(args.dir)
+    prepare_horizontal_data(directory)
+    prepare_vertical_data(directory)
+    for path in sorted(directory.glob("*.csv")):
+        console.print(str(path))
     return 0
 
 
@@ -171,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_job_list)
 
     commands.add_parser("parties", parents=[client], help="list registered parties").set_defaults(func=_parties)
+
+    data = commands.add_parser("data", help="write the demo's CSVs (breast cancer, split as the demo splits it)")
+    data.add_argument("dir")
+    data.set_defaults(func=_data)
 
     demo = commands.add_parser("demo", help="run a local federation on loopback with mTLS and compare to centralized")
     demo.add_argument("--report", help="also write the comparison as JSON")
