@@ -581,16 +581,9 @@ def test_compose_services_use_the_image_and_real_commands(compose: dict[str, Any
         assert service["image"] == f"fedsuite:{version()}", f"{name}: image tag must be the project's version"
         assert service["build"] == {"context": ".", "dockerfile": "docker/Dockerfile"}
         argv = argv_of(service, image_entrypoint)
-        if argv[0] == "fedsuite":
-            args = parse_fedsuite_args(argv[1:])
-            assert not getattr(args, "insecure", False), f"{name}: containers always use mTLS"
-        else:
-            assert argv[:2] == ["python", "-c"], f"{name}: runs neither fedsuite nor `python -c`: {argv}"
-            compile(argv[2], f"<{name}>", "exec")  # a SyntaxError fails the test
-            for module, names in re.findall(r"from ([\w.]+) import ([\w, ]+)", argv[2]):
-                imported = importlib.import_module(module)
-                for attribute in (n.strip() for n in names.split(",")):
-                    assert hasattr(imported, attribute), f"{name}: {module} has no {attribute}"
+        assert argv[0] == "fedsuite", f"{name}: runs something other than fedsuite: {argv}"
+        args = parse_fedsuite_args(argv[1:])
+        assert not getattr(args, "insecure", False), f"{name}: containers always use mTLS"
 
 
 def test_compose_settings_load_with_the_real_config_classes(compose: dict[str, Any]) -> None:
