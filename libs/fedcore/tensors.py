@@ -1,4 +1,4 @@
-"""Tensors <-> streams of ``TensorChunk`` messages.
+"""Tensors <-> streams of ``TensorChunk`` messages (raw values, or Paillier ciphertexts).
 
 Models travel as lists of ndarrays cut into chunks of at most ``CHUNK_BYTES`` raw
 little-endian bytes, so no gRPC message-size limit is ever reached whatever the model
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedcore.crypto.paillier import EncryptedArray, InvalidCiphertextError, PublicKey
 from fedcore.proto import tensor_pb2
 
 CHUNK_BYTES = 1 << 20
@@ -187,3 +188,83 @@ def assemble(chunks: Iterable[tensor_pb2.TensorChunk], expected: Sequence[Tensor
 def nbytes(arrays: Sequence[np.ndarray]) -> int:
     """Payload size of ``arrays`` in bytes (for metrics)."""
     return sum(int(a.nbytes) for a in arrays)
+
+
+# -- Paillier ciphertext arrays (TENSOR_ENCODING_PAILLIER) -------------------------------------
+
+MAX_CIPHERTEXT_EXPONENT = 1 << 14
+"""Largest |fixed-point exponent| accepted: aligning exponents costs a 2^|e| power."""
+
+
+def iter_ciphertext_chunks(
+    arrays: Sequence[EncryptedArray], chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[tensor_pb2.TensorChunk]:
+    """Encrypted arrays as a PAILLIER stream: whole fixed-width ciphertexts per chunk.
+
+    Each chunk carries the ciphertext width (``element_bytes``) and the array's fixed-point
+    ``exponent``; ``dtype`` names what the values decrypt to (float64), ``shape`` the count.
+    """
+    count = len(arrays)
+    for index, array in enumerate(arrays):
+        width = array.public_key.ciphertext_width
+        if chunk_bytes < width:
+            raise ValueError(f"chunk_bytes={chunk_bytes} is smaller than one {width}-byte ciphertext")
+        raw = memoryview(array.to_bytes())
+        step = chunk_bytes - chunk_bytes % width
+        for offset in range(0, max(len(raw), 1), step):
+            yield tensor_pb2.TensorChunk(
+                tensor_index=index, tensor_count=count, dtype=tensor_pb2.DTYPE_FLOAT64, shape=(len(array),),
+                encoding=tensor_pb2.TENSOR_ENCODING_PAILLIER, offset=offset, total_bytes=len(raw),
+                data=bytes(raw[offset : offset + step]), element_bytes=width, exponent=array.exponent,
+            )
+
+
+def assemble_ciphertexts(
+    chunks: Iterable[tensor_pb2.TensorChunk], public_key: PublicKey, lengths: Sequence[int]
+) -> list[EncryptedArray]:
+    """Validate a PAILLIER stream (arrays of ``lengths`` under ``public_key``) and rebuild the arrays.
+
+    Refuses, with TensorStreamError, anything but whole ciphertexts of the key's width in
+    order, one exponent per array, and values that are valid ciphertexts (0 < c < n^2,
+    gcd(c, n) = 1); nothing is decrypted here.
+    """
+    width = public_key.ciphertext_width
+    parts = [bytearray() for _ in lengths]
+    exponents: list[int | None] = [None] * len(lengths)
+
+    def whole(i: int) -> bool:  # an empty array still needs its one (empty) chunk
+        return exponents[i] is not None and len(parts[i]) == lengths[i] * width
+
+    last = 0
+    for chunk in chunks:
+        index = chunk.tensor_index
+        if chunk.encoding != tensor_pb2.TENSOR_ENCODING_PAILLIER:
+            raise TensorStreamError(f"encoding {chunk.encoding} where PAILLIER was expected")
+        if chunk.tensor_count != len(lengths) or not last <= index < len(lengths) or not all(
+            whole(i) for i in range(last, index)
+        ):
+            raise TensorStreamError(f"chunk of array {index} of {chunk.tensor_count} out of order "
+                                    f"(expected array {last} of {len(lengths)})")
+        last = index
+        expected = lengths[index] * width
+        if chunk.element_bytes != width or tuple(chunk.shape) != (lengths[index],) or chunk.total_bytes != expected:
+            raise TensorStreamError(
+                f"array {index}: {chunk.element_bytes}-byte ciphertexts, shape {tuple(chunk.shape)}, "
+                f"{chunk.total_bytes} bytes; expected {width}-byte ciphertexts, shape ({lengths[index]},)"
+            )
+        data = chunk.data
+        received = len(parts[index])
+        if chunk.offset != received or len(data) % width or received + len(data) > expected:
+            raise TensorStreamError(f"array {index}: {len(data)} bytes at byte {chunk.offset} do not continue "
+                                    f"the {received} received in whole ciphertexts")
+        if abs(chunk.exponent) > MAX_CIPHERTEXT_EXPONENT or exponents[index] not in (None, chunk.exponent):
+            raise TensorStreamError(f"array {index}: exponent {chunk.exponent} differs or is out of range")
+        exponents[index] = chunk.exponent
+        parts[index] += data
+    if not all(whole(i) for i in range(len(lengths))):
+        raise TensorStreamError("stream ended before every array arrived whole")
+    try:
+        return [EncryptedArray.from_bytes(public_key, bytes(part), int(exponent or 0))
+                for part, exponent in zip(parts, exponents, strict=True)]
+    except InvalidCiphertextError as err:
+        raise TensorStreamError(f"invalid ciphertexts: {err}") from None
