@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from fedcore import telemetry
 from fedcore.tls import TlsFiles, init_pki
 
 from fedsuite.demo import GUEST, HOST, PARTIES, prepare_horizontal_data
 from fedsuite.local import LocalFederation
 
 NODES = ["coordinator", "arbiter", *PARTIES, "party-x", GUEST, HOST]
+
+# Services started inside the test process log like real ones (JSON, stderr), warnings and up only.
+telemetry.configure_logging("tests", "pytest", "warning")
 
 
 @pytest.fixture(scope="session")
