@@ -116,7 +116,6 @@ class VerticalJob:
                            metrics=pb.RoundMetrics(round=progress.epoch, train_loss=progress.loss))
         raise RuntimeError("the node ended without a result")
 
-
     def _run_all(self, nodes: list[Node], task_for, train: bool) -> dict[str, vertical_pb2.VerticalResult]:  # type: ignore[no-untyped-def]
         calls: dict[str, grpc.Call] = {}
         futures: dict[Future[vertical_pb2.VerticalResult], Node] = {}
@@ -126,7 +125,7 @@ class VerticalJob:
             self.ctx.track(stream)  # type: ignore[arg-type]
             futures[self.ctx.executor.submit(self._follow, stream, train)] = node
         try:
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [f for f in done if f.exception() is not None]
             if failed:
                 for call in calls.values():
