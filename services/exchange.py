@@ -17,7 +17,7 @@ import grpc
 
 from fedcore.federation.mailbox import Mailbox
 from fedcore.proto import vertical_pb2, vertical_pb2_grpc
-from fedcore.rpc import peer_identity
+from fedcore.rpc import abort, peer_identity
 
 MAX_MESSAGE_BYTES = 1 << 30
 """Largest single federation message (1 GiB): bounds what a peer can make us buffer."""
@@ -72,28 +72,27 @@ class FederationServicer(vertical_pb2_grpc.FederationServicer):
         sender = identity.name if identity else ""
         first = next(request_iterator, None)
         if first is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty exchange stream")
-            raise AssertionError
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "empty exchange stream")
         participants = self._jobs.participants(first.job_id, JOB_WAIT_S)
         if participants is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no vertical job {first.job_id!r} is running here")
+            abort(context, grpc.StatusCode.NOT_FOUND, f"no vertical job {first.job_id!r} is running here")
         elif sender not in participants:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{sender} is not a participant of job {first.job_id}")
+            abort(context, grpc.StatusCode.PERMISSION_DENIED, f"{sender} is not a participant of job {first.job_id}")
         if first.total_bytes > MAX_MESSAGE_BYTES:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+            abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"message of {first.total_bytes} bytes exceeds {MAX_MESSAGE_BYTES}")
         payload = bytearray(first.data)
         for chunk in request_iterator:
             if (chunk.job_id, chunk.tag, chunk.total_bytes) != (first.job_id, first.tag, first.total_bytes):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "chunks of one message must share job_id, tag and total_bytes")
+                abort(context, grpc.StatusCode.INVALID_ARGUMENT, "chunks of one message must share job_id, tag and total_bytes")
             payload += chunk.data
             if len(payload) > first.total_bytes:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"message {first.tag!r} overruns its {first.total_bytes} bytes")
+                abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"message {first.tag!r} overruns its {first.total_bytes} bytes")
         if len(payload) != first.total_bytes:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                           f"message {first.tag!r} ended at {len(payload)} of {first.total_bytes} bytes")
         try:
             self._mailbox.deliver(first.job_id, first.tag, sender, bytes(payload))
         except ValueError as err:
-            context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
+            abort(context, grpc.StatusCode.ALREADY_EXISTS, str(err))
         return vertical_pb2.ExchangeAck(messages=1)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -110,6 +110,12 @@ class _CallDetails(grpc.ClientCallDetails):
     credentials: Any
     wait_for_ready: Any
     compression: Any
+
+
+def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End the call with ``code`` and a sentence for people (``ServicerContext.abort`` raises)."""
+    context.abort(code, message)
+    raise AssertionError("unreachable: ServicerContext.abort raises")
 
 
 def peer_identity(context: grpc.ServicerContext, insecure: bool = False) -> Identity | None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from fedcore.rpc import abort
 from fedcore import telemetry
 from fedcore.federation import FederationError
 from fedcore.proto import arbiter_pb2, arbiter_pb2_grpc, vertical_pb2
@@ -34,31 +35,28 @@ class ArbiterServicer(arbiter_pb2_grpc.ArbiterServicer):
 
     def CreateKey(self, request: arbiter_pb2.CreateKeyRequest, context: grpc.ServicerContext) -> arbiter_pb2.PublicKey:
         if not request.job_id:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
         try:
             public = self._vault.create(request.job_id, request.key_bits)
         except ValueError as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-            raise
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return arbiter_pb2.PublicKey(job_id=request.job_id, key_bits=public.key_bits, n=public.n_bytes())
 
     def GetPublicKey(self, request: arbiter_pb2.GetPublicKeyRequest, context: grpc.ServicerContext) -> arbiter_pb2.PublicKey:
         try:
             public = self._vault.public_key(request.job_id)
         except UnknownKey as err:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(err.args[0]))
-            raise
+            abort(context, grpc.StatusCode.NOT_FOUND, str(err.args[0]))
         return arbiter_pb2.PublicKey(job_id=request.job_id, key_bits=public.key_bits, n=public.n_bytes())
 
     def RunVertical(self, request: vertical_pb2.VerticalTask, context: grpc.ServicerContext) -> Iterator[vertical_pb2.VerticalProgress]:
         """Train as the arbiter, streaming each epoch's loss as soon as it is decrypted."""
         if request.role != vertical_pb2.VERTICAL_ROLE_ARBITER or request.kind != vertical_pb2.VERTICAL_KIND_TRAIN:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the arbiter plays VERTICAL_ROLE_ARBITER in training jobs")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the arbiter plays VERTICAL_ROLE_ARBITER in training jobs")
         try:
             params = hetero_params(request.params)
         except ValueError as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-            raise
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
         started = time.monotonic()
         epochs: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
         outcome: dict[str, object] = {}
@@ -80,7 +78,7 @@ class ArbiterServicer(arbiter_pb2_grpc.ArbiterServicer):
             yield vertical_pb2.VerticalProgress(epoch=progress[0], loss=progress[1])
         error = outcome.get("error")
         if isinstance(error, Exception):
-            context.abort(status_for(error), f"{self._node.node_id}: {error}")
+            abort(context, status_for(error), f"{self._node.node_id}: {error}")
         report = outcome["report"]
         assert isinstance(report, TrainingReport)
         yield vertical_pb2.VerticalProgress(result=vertical_pb2.VerticalResult(

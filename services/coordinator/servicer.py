@@ -11,7 +11,7 @@ from fedcore import tensors
 from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.proto import coordinator_pb2_grpc
-from fedcore.rpc import peer_identity
+from fedcore.rpc import abort, peer_identity
 
 from fedsuite.coordinator.jobs import JobManager, JobStateError
 from fedsuite.coordinator.registry import PartyRegistry, UnknownParty
@@ -43,19 +43,19 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         identity = peer_identity(context, self._insecure)
         if identity is None or identity.name != party_id:
             caller = identity.name if identity else "an unknown caller"
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{caller} may not speak for party {party_id!r}")
+            abort(context, grpc.StatusCode.PERMISSION_DENIED, f"{caller} may not speak for party {party_id!r}")
 
     def RegisterParty(self, request: pb.RegisterPartyRequest, context: grpc.ServicerContext) -> pb.RegisterPartyResponse:
         if not _PARTY_ID.match(request.party_id):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"party_id {request.party_id!r} is not a valid id")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"party_id {request.party_id!r} is not a valid id")
         self._caller_is(context, request.party_id)
         if request.role not in (common_pb2.PARTY_ROLE_GUEST, common_pb2.PARTY_ROLE_HOST):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "role must be PARTY_ROLE_GUEST or PARTY_ROLE_HOST")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "role must be PARTY_ROLE_GUEST or PARTY_ROLE_HOST")
         if not _ADDRESS.match(request.address):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"address {request.address!r} is not host:port")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"address {request.address!r} is not host:port")
         names = [d.name for d in request.datasets]
         if len(set(names)) != len(names) or any(not n or d.n_rows < 0 for n, d in zip(names, request.datasets)):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "datasets must have unique non-empty names and n_rows >= 0")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "datasets must have unique non-empty names and n_rows >= 0")
         self._registry.register(
             pb.PartyInfo(party_id=request.party_id, role=request.role, organisation=request.organisation,
                          address=request.address, datasets=request.datasets)
@@ -67,7 +67,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         try:
             self._registry.heartbeat(request.party_id)
         except UnknownParty:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"party {request.party_id!r} is not registered; call RegisterParty")
+            abort(context, grpc.StatusCode.NOT_FOUND, f"party {request.party_id!r} is not registered; call RegisterParty")
         return pb.HeartbeatResponse(known=True)
 
     def ListParties(self, request: pb.ListPartiesRequest, context: grpc.ServicerContext) -> pb.ListPartiesResponse:
@@ -77,36 +77,32 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         try:
             return pb.SubmitJobResponse(job_id=self._jobs.submit(request.spec))
         except SpecError as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-            raise
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
         try:
             return self._jobs.get(request.job_id)
         except JobNotFound:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
-            raise
+            abort(context, grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
 
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
         if request.limit < 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit must be >= 0")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "limit must be >= 0")
         return pb.ListJobsResponse(jobs=self._jobs.list(min(request.limit or 100, 1000)))
 
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
         try:
             return self._jobs.cancel(request.job_id)
         except JobNotFound:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
-            raise
+            abort(context, grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
         except JobStateError as err:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
-            raise
+            abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err))
 
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
         try:
             self._jobs.get(request.job_id)
         except JobNotFound:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
+            abort(context, grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
         yield from self._jobs.watch(request.job_id, still_wanted=context.is_active)
 
     def DownloadModel(self, request: pb.DownloadModelRequest, context: grpc.ServicerContext) -> Iterator[pb.DownloadModelResponse]:
@@ -114,11 +110,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             job = self._jobs.get(request.job_id)
             info = self._jobs.model_info(request.job_id)
         except JobNotFound:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
-            raise
+            abort(context, grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
         if info is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {request.job_id} has no model yet")
-            raise AssertionError
+            abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"job {request.job_id} has no model yet")
         weights = self._checkpoints.load(request.job_id, job.current_round)
         info.round = job.current_round
         yield pb.DownloadModelResponse(info=info)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NoReturn
 
 import grpc
 import numpy as np
 
+from fedcore.rpc import abort
 from fedcore import telemetry, tensors
 from fedcore.ml.models import Model, check_weights
 from fedcore.federation import FederationError
@@ -29,10 +31,11 @@ _ERRORS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 )
 
 
-def _abort(context: grpc.ServicerContext, err: Exception) -> None:
+def _abort(context: grpc.ServicerContext, err: Exception) -> NoReturn:
+    """End the call with the status a domain error maps to (a KeyError's message is its first arg)."""
     for kind, code in _ERRORS:
         if isinstance(err, kind):
-            context.abort(code, str(err.args[0]) if err.args else str(err))
+            abort(context, code, str(err.args[0]) if err.args else str(err))
     raise err
 
 
@@ -64,7 +67,6 @@ class PartyServicer(party_pb2_grpc.PartyServicer):
             stats = self._work.statistics(request.dataset)
         except UnknownDataset as err:
             _abort(context, err)
-            raise
         return party_pb2.DescribeDataResponse(
             n_rows=stats.n_rows, n_features=stats.n_features, feature_sum=stats.feature_sum.tolist(),
             feature_sum_sq=stats.feature_sum_sq.tolist(), class_labels=stats.class_labels,
@@ -93,7 +95,6 @@ class PartyServicer(party_pb2_grpc.PartyServicer):
                 telemetry.get_logger().info("trained", n_samples=result.n_samples, train_loss=result.train_loss)
         except (ValueError, KeyError) as err:
             _abort(context, err)
-            raise
         yield party_pb2.TrainResponse(
             summary=party_pb2.UpdateSummary(job_id=task.job_id, round=task.round, n_samples=result.n_samples,
                                             train_loss=result.train_loss)
@@ -108,7 +109,6 @@ class PartyServicer(party_pb2_grpc.PartyServicer):
             metrics = self._work.evaluate(task, model, weights)
         except (ValueError, KeyError) as err:
             _abort(context, err)
-            raise
         return party_pb2.EvaluateResponse(
             metrics=common_pb2.EvalMetrics(loss=metrics.loss, accuracy=metrics.accuracy, auc=metrics.auc,
                                            n_samples=metrics.n_samples)
@@ -117,23 +117,20 @@ class PartyServicer(party_pb2_grpc.PartyServicer):
 
     def RunVertical(self, request: vertical_pb2.VerticalTask, context: grpc.ServicerContext) -> Iterator[vertical_pb2.VerticalProgress]:
         if request.role not in (vertical_pb2.VERTICAL_ROLE_GUEST, vertical_pb2.VERTICAL_ROLE_HOST):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a party plays VERTICAL_ROLE_GUEST or VERTICAL_ROLE_HOST")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a party plays VERTICAL_ROLE_GUEST or VERTICAL_ROLE_HOST")
         run = {vertical_pb2.VERTICAL_KIND_TRAIN: self._vertical.train,
                vertical_pb2.VERTICAL_KIND_PREDICT: self._vertical.predict}.get(request.kind)
         if run is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "kind must be VERTICAL_KIND_TRAIN or VERTICAL_KIND_PREDICT")
-            raise AssertionError
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "kind must be VERTICAL_KIND_TRAIN or VERTICAL_KIND_PREDICT")
         with telemetry.bind(job_id=request.job_id, party_id=self._node_id):
             try:
                 with self._node.session(request, context) as ctx:
                     result = run(request, ctx)
             except FederationError as err:
                 telemetry.get_logger().warning("vertical_failed", reason=str(err))
-                context.abort(status_for(err), f"{self._node_id}: {err}")
-                raise
+                abort(context, status_for(err), f"{self._node_id}: {err}")
             except (ValueError, KeyError) as err:
                 _abort(context, err)
-                raise
         yield vertical_pb2.VerticalProgress(result=result)
 
 
