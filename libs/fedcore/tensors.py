@@ -219,52 +219,82 @@ def iter_ciphertext_chunks(
             )
 
 
-def assemble_ciphertexts(
-    chunks: Iterable[tensor_pb2.TensorChunk], public_key: PublicKey, lengths: Sequence[int]
-) -> list[EncryptedArray]:
-    """Validate a PAILLIER stream (arrays of ``lengths`` under ``public_key``) and rebuild the arrays.
+@dataclass(frozen=True)
+class CiphertextChunk:
+    """The validated ciphertexts of one chunk: where they go, their exponent, and the values."""
+
+    tensor_index: int
+    element_offset: int
+    exponent: int
+    ciphertexts: list
+
+
+class CiphertextStreamReader:
+    """Validates a PAILLIER stream of arrays of ``lengths`` under ``public_key``, chunk by chunk.
 
     Refuses, with TensorStreamError, anything but whole ciphertexts of the key's width in
-    order, one exponent per array, and values that are valid ciphertexts (0 < c < n^2,
-    gcd(c, n) = 1); nothing is decrypted here.
+    order, one exponent per array, and values that are not ciphertexts (0 < c < n^2,
+    gcd(c, n) = 1). Nothing is decrypted; memory is one chunk.
     """
-    width = public_key.ciphertext_width
-    parts = [bytearray() for _ in lengths]
-    exponents: list[int | None] = [None] * len(lengths)
 
-    def whole(i: int) -> bool:  # an empty array still needs its one (empty) chunk
-        return exponents[i] is not None and len(parts[i]) == lengths[i] * width
+    def __init__(self, public_key: PublicKey, lengths: Sequence[int]) -> None:
+        self._key = public_key
+        self._width = public_key.ciphertext_width
+        self._lengths = list(lengths)
+        self._received = [0] * len(self._lengths)
+        self._exponents: list[int | None] = [None] * len(self._lengths)
+        self._current = 0
 
-    last = 0
-    for chunk in chunks:
-        index = chunk.tensor_index
+    def _whole(self, i: int) -> bool:  # an empty array still needs its one (empty) chunk
+        return self._exponents[i] is not None and self._received[i] == self._lengths[i] * self._width
+
+    def accept(self, chunk: tensor_pb2.TensorChunk) -> CiphertextChunk:
+        index, width = chunk.tensor_index, self._width
         if chunk.encoding != tensor_pb2.TENSOR_ENCODING_PAILLIER:
             raise TensorStreamError(f"encoding {chunk.encoding} where PAILLIER was expected")
-        if chunk.tensor_count != len(lengths) or not last <= index < len(lengths) or not all(
-            whole(i) for i in range(last, index)
+        if chunk.tensor_count != len(self._lengths) or not self._current <= index < len(self._lengths) or not all(
+            self._whole(i) for i in range(self._current, index)
         ):
             raise TensorStreamError(f"chunk of array {index} of {chunk.tensor_count} out of order "
-                                    f"(expected array {last} of {len(lengths)})")
-        last = index
-        expected = lengths[index] * width
-        if chunk.element_bytes != width or tuple(chunk.shape) != (lengths[index],) or chunk.total_bytes != expected:
+                                    f"(expected array {self._current} of {len(self._lengths)})")
+        self._current = index
+        expected = self._lengths[index] * width
+        if chunk.element_bytes != width or tuple(chunk.shape) != (self._lengths[index],) or chunk.total_bytes != expected:
             raise TensorStreamError(
                 f"array {index}: {chunk.element_bytes}-byte ciphertexts, shape {tuple(chunk.shape)}, "
-                f"{chunk.total_bytes} bytes; expected {width}-byte ciphertexts, shape ({lengths[index]},)"
+                f"{chunk.total_bytes} bytes; expected {width}-byte ciphertexts, shape ({self._lengths[index]},)"
             )
         data = chunk.data
-        received = len(parts[index])
+        received = self._received[index]
         if chunk.offset != received or len(data) % width or received + len(data) > expected:
             raise TensorStreamError(f"array {index}: {len(data)} bytes at byte {chunk.offset} do not continue "
                                     f"the {received} received in whole ciphertexts")
-        if abs(chunk.exponent) > MAX_CIPHERTEXT_EXPONENT or exponents[index] not in (None, chunk.exponent):
+        if abs(chunk.exponent) > MAX_CIPHERTEXT_EXPONENT or self._exponents[index] not in (None, chunk.exponent):
             raise TensorStreamError(f"array {index}: exponent {chunk.exponent} differs or is out of range")
-        exponents[index] = chunk.exponent
-        parts[index] += data
-    if not all(whole(i) for i in range(len(lengths))):
-        raise TensorStreamError("stream ended before every array arrived whole")
-    try:
-        return [EncryptedArray.from_bytes(public_key, bytes(part), int(exponent or 0))
-                for part, exponent in zip(parts, exponents, strict=True)]
-    except InvalidCiphertextError as err:
-        raise TensorStreamError(f"invalid ciphertexts: {err}") from None
+        try:
+            ciphertexts = EncryptedArray.from_bytes(self._key, data, chunk.exponent).ciphertexts
+        except InvalidCiphertextError as err:
+            raise TensorStreamError(f"array {index}: invalid ciphertexts: {err}") from None
+        self._exponents[index] = chunk.exponent
+        self._received[index] += len(data)
+        return CiphertextChunk(index, received // width, chunk.exponent, ciphertexts)
+
+    def finish(self) -> None:
+        """Raise unless every array arrived whole."""
+        if not all(self._whole(i) for i in range(len(self._lengths))):
+            raise TensorStreamError("stream ended before every array arrived whole")
+
+
+def assemble_ciphertexts(
+    chunks: Iterable[tensor_pb2.TensorChunk], public_key: PublicKey, lengths: Sequence[int]
+) -> list[EncryptedArray]:
+    """Validate a whole PAILLIER stream and rebuild its arrays (see CiphertextStreamReader)."""
+    reader = CiphertextStreamReader(public_key, lengths)
+    values: list[list] = [[] for _ in lengths]
+    exponents = [0] * len(lengths)
+    for chunk in chunks:
+        part = reader.accept(chunk)
+        values[part.tensor_index].extend(part.ciphertexts)
+        exponents[part.tensor_index] = part.exponent
+    reader.finish()
+    return [EncryptedArray(public_key, v, e) for v, e in zip(values, exponents, strict=True)]

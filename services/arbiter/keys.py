@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from fedcore.crypto.paillier import PrivateKey, PublicKey, generate_keypair
+import numpy as np
+
+from fedcore.crypto.paillier import EncryptedArray, PrivateKey, PublicKey, generate_keypair
 
 ALLOWED_KEY_BITS = (1024, 2048, 3072)
 
@@ -41,3 +43,17 @@ class KeyVault:
             if job_id not in self._keys:
                 raise UnknownKey(f"no key for job {job_id!r}")
             return self._keys[job_id][0]
+
+    def decrypt_sum(self, job_id: str, sums: list[EncryptedArray], contributors: int) -> list[np.ndarray]:
+        """Decrypt aggregated updates of ``contributors`` parties; never fewer than two, so no single
+        party's update can be read (the coordinator states the count; the arbiter logs every call)."""
+        if contributors < 2:
+            raise PermissionError(
+                f"the arbiter decrypts only sums of at least 2 parties' updates (got {contributors}): "
+                "a single update would be revealed"
+            )
+        with self._lock:
+            if job_id not in self._keys:
+                raise UnknownKey(f"no key for job {job_id!r}")
+            private = self._keys[job_id][1]
+        return [private.decrypt(array) for array in sums]

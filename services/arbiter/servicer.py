@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import grpc
 
 from fedcore.rpc import abort
-from fedcore import telemetry
+from fedcore import telemetry, tensors
 from fedcore.federation import FederationError
 from fedcore.proto import arbiter_pb2, arbiter_pb2_grpc, vertical_pb2
 from fedcore.vertical.hetero_lr import TrainingReport, fit_arbiter
@@ -23,7 +23,10 @@ POLICY = {
     "/fedsuite.v1.Arbiter/CreateKey": frozenset({"coordinator", "party"}),
     "/fedsuite.v1.Arbiter/GetPublicKey": frozenset({"coordinator", "party"}),
     "/fedsuite.v1.Arbiter/RunVertical": frozenset({"coordinator"}),
+    "/fedsuite.v1.Arbiter/DecryptSum": frozenset({"coordinator"}),
 }
+MAX_VALUES = 1 << 28
+"""Most values one DecryptSum may ask for (bounds the arbiter's memory)."""
 
 
 class ArbiterServicer(arbiter_pb2_grpc.ArbiterServicer):
@@ -85,3 +88,34 @@ class ArbiterServicer(arbiter_pb2_grpc.ArbiterServicer):
             epochs=report.epochs, converged=report.converged, losses=report.losses,
             seconds=time.monotonic() - started,
         ))
+
+    def DecryptSum(self, request_iterator: Iterator[arbiter_pb2.DecryptSumRequest],
+                   context: grpc.ServicerContext) -> Iterator[arbiter_pb2.DecryptSumResponse]:
+        """Decrypt a sum of encrypted updates (secure aggregation); the plaintext sums stream back RAW."""
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the stream must start with a header")
+        header = first.header
+        if any(n < 0 for n in header.lengths) or sum(header.lengths) > MAX_VALUES:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"lengths must be >= 0 and sum to at most {MAX_VALUES}")
+        try:
+            public = self._vault.public_key(header.job_id)
+            sums = tensors.assemble_ciphertexts(
+                (_chunk_of(request) for request in request_iterator), public, list(header.lengths))
+            values = self._vault.decrypt_sum(header.job_id, sums, header.contributors)
+        except UnknownKey as err:
+            abort(context, grpc.StatusCode.NOT_FOUND, str(err.args[0]))
+        except PermissionError as err:
+            abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        except ValueError as err:  # includes TensorStreamError
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        telemetry.get_logger().info("decrypted_sum", job_id=header.job_id, round=header.round,
+                                    contributors=header.contributors, values=sum(header.lengths))
+        for chunk in tensors.iter_chunks(values):
+            yield arbiter_pb2.DecryptSumResponse(chunk=chunk)
+
+
+def _chunk_of(request: arbiter_pb2.DecryptSumRequest) -> tensors.tensor_pb2.TensorChunk:
+    if not request.HasField("chunk"):
+        raise tensors.TensorStreamError("only ciphertext chunks may follow the header")
+    return request.chunk

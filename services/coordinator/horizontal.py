@@ -20,21 +20,58 @@ import numpy as np
 
 from fedcore import telemetry, tensors
 from fedcore.data import combine_statistics
-from fedcore.ml.fedavg import StreamingFedAvg
+from fedcore.crypto.paillier import PublicKey
+from fedcore.ml.fedavg import EncryptedFedAvg, EncryptedRoundResult, RoundResult, StreamingFedAvg
 from fedcore.ml.metrics import Metrics, weighted_mean
 from fedcore.ml.models import build_model
-from fedcore.proto import common_pb2, coordinator_pb2 as pb, party_pb2
+from fedcore.proto import arbiter_pb2, common_pb2, coordinator_pb2 as pb, party_pb2
 from fedcore.rpc import error_text
 
 from fedsuite.coordinator.job_context import JobContext, JobFailed
 from fedsuite.coordinator.party_client import serialise_global_chunks
 from fedsuite.translate import model_config
 
+PAILLIER_EXPONENT = -40
+"""Fixed-point scale of encrypted updates: n_k * w_k to 2^-40 (~1e-12); sums stay far below n."""
+
+
+class _PlainUpdates:
+    """Updates in plaintext: RAW chunks added into a StreamingFedAvg."""
+
+    def __init__(self, specs: Sequence[tensors.TensorSpec]) -> None:
+        self._specs = specs
+        self.aggregator = StreamingFedAvg(specs)
+
+    def reader(self) -> tensors.TensorStreamReader:
+        return tensors.TensorStreamReader(self._specs)
+
+    def add(self, party_id: str, part: tensors.ChunkValues) -> int:
+        self.aggregator.add_update_chunk(party_id, part.tensor_index, part.element_offset, part.values)
+        return int(part.values.nbytes)
+
+
+class _EncryptedUpdates:
+    """Updates under the arbiter's Paillier key: PAILLIER chunks multiplied into an EncryptedFedAvg."""
+
+    def __init__(self, specs: Sequence[tensors.TensorSpec], key: PublicKey) -> None:
+        self._key = key
+        self.lengths = [int(np.prod(spec.shape, dtype=np.int64)) for spec in specs]
+        self.aggregator = EncryptedFedAvg(key, self.lengths, PAILLIER_EXPONENT)
+
+    def reader(self) -> tensors.CiphertextStreamReader:
+        return tensors.CiphertextStreamReader(self._key, self.lengths)
+
+    def add(self, party_id: str, part: tensors.CiphertextChunk) -> int:
+        self.aggregator.add_update_chunk(party_id, part.tensor_index, part.element_offset, part.exponent,
+                                         part.ciphertexts)
+        return len(part.ciphertexts) * self._key.ciphertext_width
+
+
 @dataclass
 class RoundOutcome:
     """What a round's training phase produced and who fell out, with why."""
 
-    aggregator: StreamingFedAvg
+    aggregator: StreamingFedAvg | EncryptedFedAvg
     dropped: dict[str, str]
 
 
@@ -83,11 +120,23 @@ class HorizontalFedAvgJob:
             )
             info.feature_mean.extend(mean.tolist())
             info.feature_scale.extend(scale.tolist())
+        if self.spec.secure_aggregation == pb.SECURE_AGGREGATION_PAILLIER:
+            info.paillier_n = self.paillier_key()
         model = build_model(model_config(info.model, info.n_features, info.n_classes))
         weights = model.init_weights(np.random.default_rng(self.spec.seed))
         self.ctx.checkpoints.save(self.ctx.job_id, 0, weights)
         self.ctx.store.save_model_info(self.ctx.job_id, info)
         return info
+
+    def paillier_key(self) -> bytes:
+        """The job's Paillier modulus, created by the arbiter, which alone holds the private key."""
+        if self.ctx.arbiter is None:
+            raise JobFailed("secure aggregation needs an arbiter: set `arbiter` (host:port) in the coordinator config")
+        try:
+            return self.ctx.parties.create_key(self.ctx.arbiter[1], self.ctx.job_id, self.spec.key_bits,
+                                               self.ctx.call_timeout_s)
+        except grpc.RpcError as err:
+            raise JobFailed(f"the arbiter did not create the job's key: {error_text(err)}") from err
 
     def run_round(
         self, round_number: int, global_chunks: list[bytes], specs: Sequence[tensors.TensorSpec], info: pb.ModelInfo,
@@ -107,7 +156,9 @@ class HorizontalFedAvgJob:
             if len(arrived) >= self.spec.min_parties and not tainted:
                 result = outcome.aggregator.commit()
                 global_chunks.clear()  # keep memory at O(model) while the new model is evaluated and saved
-                new_chunks = self.commit(round_number, result.weights, result.parties, result.train_loss, info, started)
+                weights = (result.weights if isinstance(result, RoundResult)
+                           else self.decrypt_mean(round_number, result, specs))
+                new_chunks = self.commit(round_number, weights, result.parties, result.train_loss, info, started)
                 telemetry.ROUNDS_TOTAL.labels(outcome="committed").inc()
                 return new_chunks
             telemetry.ROUNDS_TOTAL.labels(outcome="retried").inc()
@@ -160,11 +211,16 @@ class HorizontalFedAvgJob:
         specs: Sequence[tensors.TensorSpec],
     ) -> RoundOutcome:
         """Stream the global model to each party and add each update into the accumulator as it arrives."""
-        aggregator = StreamingFedAvg(specs)
+        info = self.ctx.store.model_info(self.ctx.job_id)
+        assert info is not None
+        updates: _PlainUpdates | _EncryptedUpdates = (
+            _EncryptedUpdates(specs, PublicKey.from_n(info.paillier_n)) if info.paillier_n else _PlainUpdates(specs)
+        )
+        aggregator = updates.aggregator
         task = self._task(round_number)
         deadline = time.monotonic() + self.spec.round_timeout_s
         futures = {
-            p.party_id: self.ctx.executor.submit(self._collect_update, p, task, global_chunks, specs, aggregator, deadline)
+            p.party_id: self.ctx.executor.submit(self._collect_update, p, task, global_chunks, updates, deadline)
             for p in parties
         }
         dropped: dict[str, str] = {}
@@ -180,7 +236,7 @@ class HorizontalFedAvgJob:
 
     def _collect_update(
         self, party: pb.PartyInfo, task: party_pb2.TrainTask, global_chunks: Sequence[bytes],
-        specs: Sequence[tensors.TensorSpec], aggregator: StreamingFedAvg, deadline: float,
+        updates: _PlainUpdates | _EncryptedUpdates, deadline: float,
     ) -> str | None:
         """One party's Train stream; returns why it was dropped, or None when its update counts."""
         remaining = deadline - time.monotonic()
@@ -190,22 +246,20 @@ class HorizontalFedAvgJob:
         received = 0
         call = self.ctx.parties.train(party.address, task, global_chunks, remaining)
         self.ctx.track(call)  # type: ignore[arg-type]
-        reader = tensors.TensorStreamReader(specs)
+        reader = updates.reader()
         loss: float | None = None
         try:
             for response in self.ctx.parties.gate.responses(call):
                 if response.HasField("summary"):
-                    loss = self._accept_summary(party.party_id, response.summary, task, loss, aggregator)
+                    loss = self._accept_summary(party.party_id, response.summary, task, loss, updates.aggregator)
                 elif loss is None:
                     raise tensors.TensorStreamError("update chunks before the summary")
                 else:
-                    part = reader.accept(response.update_chunk)
-                    aggregator.add_update_chunk(party.party_id, part.tensor_index, part.element_offset, part.values)
-                    received += part.values.nbytes
+                    received += updates.add(party.party_id, reader.accept(response.update_chunk))  # type: ignore[arg-type]
             if loss is None:
                 raise tensors.TensorStreamError("the stream ended without an update")
             reader.finish()
-            aggregator.finish_update(party.party_id, loss)
+            updates.aggregator.finish_update(party.party_id, loss)
             return None
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
@@ -222,7 +276,7 @@ class HorizontalFedAvgJob:
     @staticmethod
     def _accept_summary(
         party_id: str, summary: party_pb2.UpdateSummary, task: party_pb2.TrainTask,
-        previous: float | None, aggregator: StreamingFedAvg,
+        previous: float | None, aggregator: StreamingFedAvg | EncryptedFedAvg,
     ) -> float:
         if previous is not None:
             raise tensors.TensorStreamError("a second summary in one update")
@@ -271,6 +325,23 @@ class HorizontalFedAvgJob:
             by_party,
         )
 
+    def decrypt_mean(
+        self, round_number: int, result: EncryptedRoundResult, specs: Sequence[tensors.TensorSpec],
+    ) -> list[np.ndarray]:
+        """Secure aggregation's last step: the arbiter decrypts sum_k n_k w_k (of at least two parties),
+        and the coordinator divides by sum_k n_k."""
+        assert self.ctx.arbiter is not None
+        header = arbiter_pb2.DecryptSumHeader(job_id=self.ctx.job_id, round=round_number,
+                                              contributors=len(result.parties), lengths=[len(s) for s in result.sums])
+        try:
+            sums = self.ctx.parties.decrypt_sum(self.ctx.arbiter[1], header, result.sums, self.spec.round_timeout_s)
+        except grpc.RpcError as err:
+            raise JobFailed(f"round {round_number}: the arbiter did not decrypt the aggregate: {error_text(err)}") from err
+        weights = [(flat / result.total_weight).astype(spec.dtype).reshape(spec.shape) for flat, spec in zip(sums, specs)]
+        if not all(np.isfinite(w).all() for w in weights):
+            raise JobFailed(f"round {round_number}: the decrypted aggregate is not finite")
+        return weights
+
     def commit(
         self, round_number: int, weights: list[np.ndarray], parties: list[str], train_loss: float,
         info: pb.ModelInfo, started: float,
@@ -312,6 +383,7 @@ class HorizontalFedAvgJob:
             n_features=info.n_features, n_classes=info.n_classes, local_epochs=s.local_epochs,
             batch_size=s.batch_size, learning_rate=s.learning_rate, penalty=s.penalty, alpha=s.alpha,
             seed=s.seed * 1_000_003 + round_number, feature_mean=info.feature_mean, feature_scale=info.feature_scale,
+            paillier_n=info.paillier_n, paillier_exponent=PAILLIER_EXPONENT if info.paillier_n else 0,
         )
 
     def _describe(self, holders: Sequence[pb.PartyInfo]) -> dict[str, party_pb2.DescribeDataResponse]:

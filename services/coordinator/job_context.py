@@ -41,6 +41,8 @@ class JobContext:
     cancelled: threading.Event
     call_timeout_s: float
     log: telemetry.structlog.typing.FilteringBoundLogger
+    arbiter: tuple[str, str] | None = None
+    """(node id, address) of the arbiter, for jobs that need one."""
     _calls: set[grpc.Call] = field(default_factory=set)
     _calls_lock: threading.Lock = field(default_factory=threading.Lock)
 

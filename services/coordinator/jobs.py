@@ -139,7 +139,7 @@ class JobManager:
             context = JobContext(
                 job_id=job_id, store=self._store, checkpoints=self._checkpoints, registry=self._registry,
                 parties=self._parties, executor=self._executor, emit=self._emit, cancelled=cancelled,
-                call_timeout_s=self._call_timeout_s, log=telemetry.get_logger(job_id=job_id),
+                call_timeout_s=self._call_timeout_s, log=telemetry.get_logger(job_id=job_id), arbiter=self._arbiter,
             )
             self._contexts[job_id] = context
             self._store.set_state(job_id, pb.JOB_STATE_RUNNING)
@@ -147,7 +147,7 @@ class JobManager:
                 if job.spec.WhichOneof("kind") == "horizontal":
                     HorizontalFedAvgJob(context, job.spec.horizontal).run()
                 else:
-                    self._store.save_result(job_id, VerticalJob(context, job.spec, self._arbiter).run())
+                    self._store.save_result(job_id, VerticalJob(context, job.spec).run())
             except JobCancelled:
                 if self._closing:
                     log.info("job_paused_for_shutdown")

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from fedcore import tensors
-from fedcore.proto import party_pb2, vertical_pb2
+from fedcore.crypto.paillier import EncryptedArray
+from fedcore.proto import arbiter_pb2, party_pb2, vertical_pb2
 from fedcore.rpc import ChannelPool
 
 _TRAIN = "/fedsuite.v1.Party/Train"
@@ -108,6 +109,29 @@ class PartyClient:
             response_deserializer=vertical_pb2.VerticalProgress.FromString,
         )
         return call(task, timeout=timeout_s)
+
+    def create_key(self, address: str, job_id: str, key_bits: int, timeout_s: float) -> bytes:
+        """The arbiter's Paillier modulus n for the job (created on first call)."""
+        call = self._channels.get(address).unary_unary(
+            "/fedsuite.v1.Arbiter/CreateKey",
+            request_serializer=arbiter_pb2.CreateKeyRequest.SerializeToString,
+            response_deserializer=arbiter_pb2.PublicKey.FromString,
+        )
+        return call(arbiter_pb2.CreateKeyRequest(job_id=job_id, key_bits=key_bits), timeout=timeout_s).n
+
+    def decrypt_sum(
+        self, address: str, header: arbiter_pb2.DecryptSumHeader, sums: Sequence[EncryptedArray], timeout_s: float
+    ) -> list[np.ndarray]:
+        """Have the arbiter decrypt aggregated updates; the plaintext sums come back as float64 vectors."""
+        call = self._channels.get(address).stream_stream(
+            "/fedsuite.v1.Arbiter/DecryptSum",
+            request_serializer=arbiter_pb2.DecryptSumRequest.SerializeToString,
+            response_deserializer=arbiter_pb2.DecryptSumResponse.FromString,
+        )
+        requests = [arbiter_pb2.DecryptSumRequest(header=header),
+                    *(arbiter_pb2.DecryptSumRequest(chunk=c) for c in tensors.iter_ciphertext_chunks(sums))]
+        specs = [tensors.TensorSpec((int(n),), np.dtype("<f8")) for n in header.lengths]
+        return tensors.assemble((r.chunk for r in call(iter(requests), timeout=timeout_s)), specs)
 
 
 def _with_task(first: party_pb2.TrainRequest | party_pb2.EvaluateRequest, chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -94,6 +94,15 @@ def _normalise_horizontal(h: pb.HorizontalJobSpec) -> None:
         h.standardize = h.model.type != pb.MODEL_TYPE_VECTOR
     if not h.HasField("evaluate_every"):
         h.evaluate_every = 1
+    if h.secure_aggregation == pb.SECURE_AGGREGATION_UNSPECIFIED:
+        h.secure_aggregation = pb.SECURE_AGGREGATION_NONE
+    if h.secure_aggregation == pb.SECURE_AGGREGATION_PAILLIER:
+        h.key_bits = h.key_bits or 2048
+        _require(h.key_bits in (1024, 2048, 3072), f + "key_bits", f"must be 1024, 2048 or 3072 (got {h.key_bits})")
+        _require(h.min_parties >= 2, f + "min_parties",
+                 "must be >= 2 with secure aggregation: the arbiter never decrypts a single party's update")
+    else:
+        _require(h.key_bits == 0, f + "key_bits", "applies to secure_aggregation: paillier only")
     _require(h.evaluate_every >= 0, f + "evaluate_every", f"must be >= 0 (got {h.evaluate_every})")
 
 

@@ -43,10 +43,10 @@ class Node:
 class VerticalJob:
     """Trains a split logistic regression, or scores rows with one."""
 
-    def __init__(self, ctx: JobContext, spec: pb.JobSpec, arbiter: tuple[str, str] | None) -> None:
+    def __init__(self, ctx: JobContext, spec: pb.JobSpec) -> None:
         self.ctx = ctx
         self.spec = spec
-        self.arbiter = arbiter
+        self.arbiter = ctx.arbiter
 
     def run(self) -> vertical_pb2.VerticalResult:
         started = time.monotonic()

@@ -11,11 +11,12 @@ import numpy as np
 from fedcore.rpc import abort
 from fedcore import telemetry, tensors
 from fedcore.ml.models import Model, check_weights
+from fedcore.crypto.paillier import PublicKey
 from fedcore.federation import FederationError
 from fedcore.proto import common_pb2, party_pb2, party_pb2_grpc, vertical_pb2
 
 from fedsuite.party.vertical import VerticalParty
-from fedsuite.party.work import LocalWork, Task, TaskMismatch, UnknownDataset
+from fedsuite.party.work import LocalWork, Task, TaskMismatch, UnknownDataset, encrypted_update
 from fedsuite.translate import model_config, train_config
 from fedsuite.vertical_node import VerticalNode, status_for
 
@@ -46,10 +47,11 @@ def _task(message: party_pb2.TrainTask) -> Task:
         raise ValueError(f"task.n_classes must be >= 2 (got {message.n_classes})")
     mean = np.asarray(message.feature_mean, dtype=np.float64) if message.feature_mean else None
     scale = np.asarray(message.feature_scale, dtype=np.float64) if message.feature_scale else None
+    encryption = (PublicKey.from_n(message.paillier_n), message.paillier_exponent) if message.paillier_n else None
     return Task(
         job_id=message.job_id, round=message.round, dataset=message.dataset,
         model=model_config(message.model, message.n_features, message.n_classes),
-        train=train_config(message), feature_mean=mean, feature_scale=scale,
+        train=train_config(message), feature_mean=mean, feature_scale=scale, encryption=encryption,
     )
 
 
@@ -99,7 +101,11 @@ class PartyServicer(party_pb2_grpc.PartyServicer):
             summary=party_pb2.UpdateSummary(job_id=task.job_id, round=task.round, n_samples=result.n_samples,
                                             train_loss=result.train_loss)
         )
-        for chunk in tensors.iter_chunks(result.weights):
+        if task.encryption is None:
+            chunks = tensors.iter_chunks(result.weights)
+        else:
+            chunks = tensors.iter_ciphertext_chunks(encrypted_update(result, *task.encryption))
+        for chunk in chunks:
             yield party_pb2.TrainResponse(update_chunk=chunk)
         telemetry.COMMUNICATION_BYTES.labels(direction="sent", peer="coordinator").inc(tensors.nbytes(result.weights))
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedcore.crypto.paillier import EncryptedArray, PublicKey
 from fedcore.data import Dataset, feature_statistics, standardize
 from fedcore.ml.metrics import Metrics, evaluate
 from fedcore.ml.models import Model, ModelConfig, Weights, build_model
@@ -38,6 +39,8 @@ class Task:
     train: TrainConfig
     feature_mean: np.ndarray | None
     feature_scale: np.ndarray | None
+    encryption: tuple[PublicKey, int] | None = None
+    """Secure aggregation: the arbiter's key and the fixed-point exponent of the encrypted update."""
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,10 @@ class LocalWork:
         if len(data.X_eval) == 0 or data.y_eval is None:
             raise TaskMismatch(f"dataset {task.dataset!r} has no held-out rows to evaluate on")
         return evaluate(model, weights, self._features(task, data.X_eval), data.y_eval)
+
+
+def encrypted_update(result: LocalResult, public_key: PublicKey, exponent: int) -> list[EncryptedArray]:
+    """Enc(n_k * w_k) per tensor (flattened), fixed-point at the job's exponent, so the coordinator
+    can add the parties' updates without reading any of them."""
+    return [public_key.encrypt(np.asarray(w, dtype=np.float64).reshape(-1) * result.n_samples, exponent=exponent)
+            for w in result.weights]

@@ -52,6 +52,11 @@ class ArbiterStub:
                 request_serializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalTask.SerializeToString,
                 response_deserializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalProgress.FromString,
                 _registered_method=True)
+        self.DecryptSum = channel.stream_stream(
+                '/fedsuite.v1.Arbiter/DecryptSum',
+                request_serializer=fedsuite_dot_v1_dot_arbiter__pb2.DecryptSumRequest.SerializeToString,
+                response_deserializer=fedsuite_dot_v1_dot_arbiter__pb2.DecryptSumResponse.FromString,
+                _registered_method=True)
 
 
 class ArbiterServicer:
@@ -79,6 +84,13 @@ class ArbiterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DecryptSum(self, request_iterator, context):
+        """Decrypts the sum of at least two parties' encrypted updates, never fewer (callers: coordinator).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArbiterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +108,11 @@ def add_ArbiterServicer_to_server(servicer, server):
                     servicer.RunVertical,
                     request_deserializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalTask.FromString,
                     response_serializer=fedsuite_dot_v1_dot_vertical__pb2.VerticalProgress.SerializeToString,
+            ),
+            'DecryptSum': grpc.stream_stream_rpc_method_handler(
+                    servicer.DecryptSum,
+                    request_deserializer=fedsuite_dot_v1_dot_arbiter__pb2.DecryptSumRequest.FromString,
+                    response_serializer=fedsuite_dot_v1_dot_arbiter__pb2.DecryptSumResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +197,33 @@ class Arbiter:
             '/fedsuite.v1.Arbiter/RunVertical',
             fedsuite_dot_v1_dot_vertical__pb2.VerticalTask.SerializeToString,
             fedsuite_dot_v1_dot_vertical__pb2.VerticalProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecryptSum(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/fedsuite.v1.Arbiter/DecryptSum',
+            fedsuite_dot_v1_dot_arbiter__pb2.DecryptSumRequest.SerializeToString,
+            fedsuite_dot_v1_dot_arbiter__pb2.DecryptSumResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,6 +25,12 @@ class Penalty(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PENALTY_L2: _ClassVar[Penalty]
     PENALTY_L1: _ClassVar[Penalty]
 
+class SecureAggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SECURE_AGGREGATION_UNSPECIFIED: _ClassVar[SecureAggregation]
+    SECURE_AGGREGATION_NONE: _ClassVar[SecureAggregation]
+    SECURE_AGGREGATION_PAILLIER: _ClassVar[SecureAggregation]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
@@ -53,6 +59,9 @@ PENALTY_UNSPECIFIED: Penalty
 PENALTY_NONE: Penalty
 PENALTY_L2: Penalty
 PENALTY_L1: Penalty
+SECURE_AGGREGATION_UNSPECIFIED: SecureAggregation
+SECURE_AGGREGATION_NONE: SecureAggregation
+SECURE_AGGREGATION_PAILLIER: SecureAggregation
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_RUNNING: JobState
@@ -140,7 +149,7 @@ class ModelSpec(_message.Message):
     def __init__(self, type: _Optional[_Union[ModelType, str]] = ..., hidden_units: _Optional[_Iterable[int]] = ..., vector_size: _Optional[int] = ...) -> None: ...
 
 class HorizontalJobSpec(_message.Message):
-    __slots__ = ("dataset", "model", "rounds", "local_epochs", "batch_size", "learning_rate", "penalty", "alpha", "min_parties", "fraction", "round_timeout_s", "seed", "max_round_retries", "standardize", "evaluate_every")
+    __slots__ = ("dataset", "model", "rounds", "local_epochs", "batch_size", "learning_rate", "penalty", "alpha", "min_parties", "fraction", "round_timeout_s", "seed", "max_round_retries", "standardize", "evaluate_every", "secure_aggregation", "key_bits")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +165,8 @@ class HorizontalJobSpec(_message.Message):
     MAX_ROUND_RETRIES_FIELD_NUMBER: _ClassVar[int]
     STANDARDIZE_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_EVERY_FIELD_NUMBER: _ClassVar[int]
+    SECURE_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    KEY_BITS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     model: ModelSpec
     rounds: int
@@ -171,7 +182,9 @@ class HorizontalJobSpec(_message.Message):
     max_round_retries: int
     standardize: bool
     evaluate_every: int
-    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., rounds: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[Penalty, str]] = ..., alpha: _Optional[float] = ..., min_parties: _Optional[int] = ..., fraction: _Optional[float] = ..., round_timeout_s: _Optional[float] = ..., seed: _Optional[int] = ..., max_round_retries: _Optional[int] = ..., standardize: _Optional[bool] = ..., evaluate_every: _Optional[int] = ...) -> None: ...
+    secure_aggregation: SecureAggregation
+    key_bits: int
+    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., rounds: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[Penalty, str]] = ..., alpha: _Optional[float] = ..., min_parties: _Optional[int] = ..., fraction: _Optional[float] = ..., round_timeout_s: _Optional[float] = ..., seed: _Optional[int] = ..., max_round_retries: _Optional[int] = ..., standardize: _Optional[bool] = ..., evaluate_every: _Optional[int] = ..., secure_aggregation: _Optional[_Union[SecureAggregation, str]] = ..., key_bits: _Optional[int] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("name", "horizontal", "vertical", "vertical_predict")
@@ -311,17 +324,19 @@ class DownloadModelResponse(_message.Message):
     def __init__(self, info: _Optional[_Union[ModelInfo, _Mapping]] = ..., chunk: _Optional[_Union[_tensor_pb2.TensorChunk, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "round", "n_features", "n_classes", "feature_mean", "feature_scale")
+    __slots__ = ("model", "round", "n_features", "n_classes", "feature_mean", "feature_scale", "paillier_n")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
     N_CLASSES_FIELD_NUMBER: _ClassVar[int]
     FEATURE_MEAN_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_N_FIELD_NUMBER: _ClassVar[int]
     model: ModelSpec
     round: int
     n_features: int
     n_classes: int
     feature_mean: _containers.RepeatedScalarFieldContainer[float]
     feature_scale: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, model: _Optional[_Union[ModelSpec, _Mapping]] = ..., round: _Optional[int] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_scale: _Optional[_Iterable[float]] = ...) -> None: ...
+    paillier_n: bytes
+    def __init__(self, model: _Optional[_Union[ModelSpec, _Mapping]] = ..., round: _Optional[int] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_scale: _Optional[_Iterable[float]] = ..., paillier_n: _Optional[bytes] = ...) -> None: ...

@@ -34,7 +34,7 @@ class DescribeDataResponse(_message.Message):
     def __init__(self, n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., feature_sum: _Optional[_Iterable[float]] = ..., feature_sum_sq: _Optional[_Iterable[float]] = ..., class_labels: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TrainTask(_message.Message):
-    __slots__ = ("job_id", "round", "dataset", "model", "n_features", "n_classes", "local_epochs", "batch_size", "learning_rate", "penalty", "alpha", "seed", "feature_mean", "feature_scale")
+    __slots__ = ("job_id", "round", "dataset", "model", "n_features", "n_classes", "local_epochs", "batch_size", "learning_rate", "penalty", "alpha", "seed", "feature_mean", "feature_scale", "paillier_n", "paillier_exponent")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,8 @@ class TrainTask(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     FEATURE_MEAN_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_N_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_EXPONENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     round: int
     dataset: str
@@ -63,7 +65,9 @@ class TrainTask(_message.Message):
     seed: int
     feature_mean: _containers.RepeatedScalarFieldContainer[float]
     feature_scale: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., dataset: _Optional[str] = ..., model: _Optional[_Union[_coordinator_pb2.ModelSpec, _Mapping]] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[_coordinator_pb2.Penalty, str]] = ..., alpha: _Optional[float] = ..., seed: _Optional[int] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_scale: _Optional[_Iterable[float]] = ...) -> None: ...
+    paillier_n: bytes
+    paillier_exponent: int
+    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., dataset: _Optional[str] = ..., model: _Optional[_Union[_coordinator_pb2.ModelSpec, _Mapping]] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[_coordinator_pb2.Penalty, str]] = ..., alpha: _Optional[float] = ..., seed: _Optional[int] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_scale: _Optional[_Iterable[float]] = ..., paillier_n: _Optional[bytes] = ..., paillier_exponent: _Optional[int] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("task", "global_chunk")
