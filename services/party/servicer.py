@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -40,6 +41,12 @@ def _abort(context: grpc.ServicerContext, err: Exception) -> NoReturn:
     raise err
 
 
+@functools.lru_cache(maxsize=16)
+def _paillier_key(n: bytes) -> PublicKey:
+    """One PublicKey per job key, so its short-exponent obfuscator table is built once, not every round."""
+    return PublicKey.from_n(n)
+
+
 def _task(message: party_pb2.TrainTask) -> Task:
     if not message.job_id:
         raise ValueError("task.job_id is empty")
@@ -47,7 +54,7 @@ def _task(message: party_pb2.TrainTask) -> Task:
         raise ValueError(f"task.n_classes must be >= 2 (got {message.n_classes})")
     mean = np.asarray(message.feature_mean, dtype=np.float64) if message.feature_mean else None
     scale = np.asarray(message.feature_scale, dtype=np.float64) if message.feature_scale else None
-    encryption = (PublicKey.from_n(message.paillier_n), message.paillier_exponent) if message.paillier_n else None
+    encryption = (_paillier_key(message.paillier_n), message.paillier_exponent) if message.paillier_n else None
     return Task(
         job_id=message.job_id, round=message.round, dataset=message.dataset,
         model=model_config(message.model, message.n_features, message.n_classes),
