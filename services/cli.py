@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
@@ -83,6 +84,17 @@ def _job_submit(args: argparse.Namespace) -> int:
 def _job_get(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         _print_json(admin.get(args.job_id))
+    return 0
+
+
+def _job_download(args: argparse.Namespace) -> int:
+    """The job's latest global model as .npz: tensors w0, w1, ... and `info`, the ModelInfo as JSON."""
+    with _admin(args) as admin:
+        model = admin.download_model(args.job_id)
+    info = json_format.MessageToJson(model.info, preserving_proto_field_name=True)
+    with open(args.out, "wb") as handle:
+        np.savez(handle, info=np.array(info), **{f"w{i}": w for i, w in enumerate(model.weights)})
+    console.print(f"{args.out}: round {model.info.round}, {len(model.weights)} tensors")
     return 0
 
 
@@ -178,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = jobs.add_parser(name, parents=[client], help=help_text)
         sub.add_argument("job_id")
         sub.set_defaults(func=func)
+    download = jobs.add_parser("download", parents=[client], help="save a job's global model (.npz)")
+    download.add_argument("job_id")
+    download.add_argument("out")
+    download.set_defaults(func=_job_download)
     listing = jobs.add_parser("list", parents=[client], help="list jobs")
     listing.add_argument("--limit", type=int, default=20)
     listing.set_defaults(func=_job_list)

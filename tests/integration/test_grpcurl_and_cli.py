@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedsuite.demo import PARTIES
@@ -90,6 +91,12 @@ def test_cli_submits_watches_lists_gets_and_cancels(running: LocalFederation, tm
     assert got.returncode == 0 and json.loads(got.stdout)["state"] == "JOB_STATE_SUCCEEDED"
     listed = fedsuite(running, "job", "list")
     assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    saved = fedsuite(running, "job", "download", job_id, str(tmp_path / "model.npz"))
+    assert saved.returncode == 0, saved.stderr
+    with np.load(tmp_path / "model.npz") as archive:
+        info = json.loads(str(archive["info"]))
+        assert info["round"] == 3 and info["n_features"] == 30
+        assert archive["w0"].shape == (30, 1) and np.isfinite(archive["w0"]).all()
     parties = fedsuite(running, "parties")
     assert "party-a" in parties.stdout and "yes" in parties.stdout
     cancelled = fedsuite(running, "job", "cancel", job_id)
