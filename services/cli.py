@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedcore import telemetry
+from fedcore.audit import verify as verify_audit
 from fedcore.config import ConfigError, load_config
 from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
@@ -146,6 +147,12 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    count, last = verify_audit(args.file)
+    console.print(f"{args.file}: {count} records, chain intact, last hash {last}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from fedsuite.demo import run_demo
 
@@ -199,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_job_list)
 
     commands.add_parser("parties", parents=[client], help="list registered parties").set_defaults(func=_parties)
+
+    audit = commands.add_parser("audit", help="audit logs").add_subparsers(dest="audit", required=True)
+    check = audit.add_parser("verify", help="check a hash-chained audit log end to end")
+    check.add_argument("file")
+    check.set_defaults(func=_audit_verify)
 
     data = commands.add_parser("data", help="write the demo's CSVs (breast cancer, split as the demo splits it)")
     data.add_argument("dir")

@@ -143,9 +143,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
     checks and reflection, which any authenticated peer (health: any peer) may use.
     """
 
-    def __init__(self, policy: AuthPolicy, insecure: bool = False) -> None:
+    def __init__(self, policy: AuthPolicy, insecure: bool = False,
+                 on_refusal: Callable[[str, str, str], None] | None = None) -> None:
+        """``on_refusal(caller, method, reason)`` hears of every refused call (for the audit log)."""
         self._policy = policy
         self._insecure = insecure
+        self._on_refusal = on_refusal
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         method = handler_call_details.method
@@ -169,6 +172,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return
         if allowed is None or identity.role not in allowed:
             roles = ", ".join(sorted(allowed or ())) or "nobody"
+            if self._on_refusal is not None:
+                self._on_refusal(identity.name, method, f"role {identity.role or 'none'} not in {roles}")
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{identity.name} (role {identity.role or 'none'}) may not call {method}; allowed: {roles}",
@@ -233,6 +238,7 @@ def make_server(
     policy: AuthPolicy,
     register: Iterable[Callable[[grpc.Server], str]],
     max_workers: int = 32,
+    on_refusal: Callable[[str, str, str], None] | None = None,
 ) -> Server:
     """Build, bind and start a server.
 
@@ -241,7 +247,7 @@ def make_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
-        interceptors=[AuthInterceptor(policy, insecure=tls is None)],
+        interceptors=[AuthInterceptor(policy, insecure=tls is None, on_refusal=on_refusal)],
         options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=max_workers * 4,
     )

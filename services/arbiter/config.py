@@ -15,3 +15,5 @@ class ArbiterConfig(ServerConfig):
     listen: str = "127.0.0.1:50052"
     default_key_bits: int = 2048
     """Paillier modulus size when a job does not ask for one."""
+    audit_path: str = "arbiter-audit.log"
+    """Hash-chained log of keys created, decryptions made or refused, and refused calls."""

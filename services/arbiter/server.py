@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fedcore.audit import AuditLog, refusals_to
 from fedcore.proto import arbiter_pb2_grpc
 from fedcore.rpc import ChannelPool, Server, make_server, service
 from fedcore.tls import Identity
@@ -23,11 +24,13 @@ class Arbiter:
         tls = tls_files(config, base_dir, insecure)
         self._channels = ChannelPool(tls, Identity(config.node_id, "arbiter"))
         self.vertical = VerticalEndpoint(config.node_id, self._channels, insecure)
-        servicer = ArbiterServicer(KeyVault(config.default_key_bits), self.vertical.node)
+        self.audit = AuditLog((base_dir / config.audit_path).resolve())
+        servicer = ArbiterServicer(KeyVault(config.default_key_bits, self.audit), self.vertical.node)
         self.server: Server = make_server(
             config.listen, tls, {**POLICY, **EXCHANGE_POLICY},
             [service(arbiter_pb2_grpc.add_ArbiterServicer_to_server, servicer, "fedsuite.v1.Arbiter"),
              self.vertical.registration],
+            on_refusal=refusals_to(self.audit),
         )
 
     @property

@@ -365,6 +365,8 @@ class HorizontalFedAvgJob:
         self.ctx.check_cancelled()
         self.ctx.checkpoints.save(self.ctx.job_id, round_number, weights)
         self.ctx.store.commit_round(self.ctx.job_id, metrics)
+        if self.ctx.audit is not None:
+            self.ctx.audit.record("round_committed", job_id=self.ctx.job_id, round=round_number, parties=parties)
         self.ctx.checkpoints.prune(self.ctx.job_id, round_number)
         telemetry.TRAINING_LOSS.labels(job_id=self.ctx.job_id).set(train_loss)
         telemetry.ROUND_DURATION.observe(metrics.seconds)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from fedcore import telemetry
+from fedcore.audit import AuditLog
 from fedcore.proto import coordinator_pb2 as pb
 
 from fedsuite.coordinator.party_client import PartyClient
@@ -43,6 +44,8 @@ class JobContext:
     log: telemetry.structlog.typing.FilteringBoundLogger
     arbiter: tuple[str, str] | None = None
     """(node id, address) of the arbiter, for jobs that need one."""
+    audit: AuditLog | None = None
+    """Where rounds and decryption requests are recorded."""
     _calls: set[grpc.Call] = field(default_factory=set)
     _calls_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from fedcore import telemetry
+from fedcore.audit import AuditLog
 from fedcore.proto import coordinator_pb2 as pb
 
 from fedsuite.coordinator import specs
@@ -34,7 +35,7 @@ class JobManager:
 
     def __init__(
         self, store: SqliteStore, checkpoints: CheckpointStore, registry: PartyRegistry, parties: PartyClient,
-        call_timeout_s: float, arbiter: tuple[str, str] | None = None,
+        call_timeout_s: float, arbiter: tuple[str, str] | None, audit: AuditLog,
     ) -> None:
         """``arbiter`` is (node id, address) of the arbiter vertical training jobs use."""
         self._store = store
@@ -43,6 +44,7 @@ class JobManager:
         self._parties = parties
         self._call_timeout_s = call_timeout_s
         self._arbiter = arbiter
+        self._audit = audit
         self._executor = ThreadPoolExecutor(max_workers=128, thread_name_prefix="party-call")
         self._threads: dict[str, threading.Thread] = {}
         self._cancel_flags: dict[str, threading.Event] = {}
@@ -56,6 +58,7 @@ class JobManager:
         normalised = specs.normalise(spec)
         job_id = uuid.uuid4().hex[:12]
         self._store.create_job(job_id, normalised)
+        self._audit.record("job_submitted", job_id=job_id, name=normalised.name, kind=normalised.WhichOneof("kind"))
         log.info("job_submitted", job_id=job_id, name=normalised.name)
         self._start(job_id)
         return job_id
@@ -140,6 +143,7 @@ class JobManager:
                 job_id=job_id, store=self._store, checkpoints=self._checkpoints, registry=self._registry,
                 parties=self._parties, executor=self._executor, emit=self._emit, cancelled=cancelled,
                 call_timeout_s=self._call_timeout_s, log=telemetry.get_logger(job_id=job_id), arbiter=self._arbiter,
+                audit=self._audit,
             )
             self._contexts[job_id] = context
             self._store.set_state(job_id, pb.JOB_STATE_RUNNING)
@@ -169,4 +173,5 @@ class JobManager:
         if self._store.finish_job(job_id, state, reason, event):
             with self._changed:
                 self._changed.notify_all()
+            self._audit.record("job_finished", job_id=job_id, state=pb.JobState.Name(state), reason=reason)
             log.info("job_finished", job_id=job_id, state=pb.JobState.Name(state), reason=reason)

@@ -11,6 +11,7 @@ import threading
 import time
 
 from fedcore import telemetry
+from fedcore.audit import AuditLog
 from fedcore.proto import coordinator_pb2 as pb
 
 from fedsuite.coordinator.store import SqliteStore
@@ -23,8 +24,9 @@ class UnknownParty(KeyError):
 class PartyRegistry:
     """Registered parties, persisted so a restarted coordinator still knows their addresses."""
 
-    def __init__(self, store: SqliteStore, party_timeout_s: float) -> None:
+    def __init__(self, store: SqliteStore, party_timeout_s: float, audit: AuditLog) -> None:
         self._store = store
+        self._audit = audit
         self._timeout = party_timeout_s
         self._lock = threading.Lock()
         self._parties = {p.party_id: p for p in store.load_parties()}
@@ -40,6 +42,8 @@ class PartyRegistry:
             self._parties[party.party_id] = record
             self._last_seen[party.party_id] = time.monotonic()
             self._store.save_party(record)
+        self._audit.record("party_registered", party_id=party.party_id, address=party.address,
+                           datasets=[d.name for d in party.datasets])
         telemetry.PARTICIPANT_STATUS.labels(participant_id=party.party_id).set(1)
 
     def heartbeat(self, party_id: str) -> None:

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 from fedcore import telemetry
+from fedcore.audit import AuditLog, refusals_to
 from fedcore.proto import coordinator_pb2_grpc
 from fedcore.rpc import ChannelPool, Server, make_server, service
 from fedcore.tls import Identity
@@ -27,17 +28,19 @@ class Coordinator:
         state.mkdir(parents=True, exist_ok=True)
         tls = tls_files(config, base_dir, insecure)
         self.store = SqliteStore(state / "coordinator.db")
+        self.audit = AuditLog(state / "audit.log")
         checkpoints = CheckpointStore(state / "checkpoints")
-        self.registry = PartyRegistry(self.store, config.party_timeout_s)
+        self.registry = PartyRegistry(self.store, config.party_timeout_s, self.audit)
         self._channels = ChannelPool(tls, Identity(config.node_id, "coordinator"))
         arbiter = (config.arbiter_id, config.arbiter) if config.arbiter else None
         self.jobs = JobManager(self.store, checkpoints, self.registry, PartyClient(self._channels),
-                               config.call_timeout_s, arbiter)
+                               config.call_timeout_s, arbiter, self.audit)
         servicer = CoordinatorServicer(self.registry, self.jobs, checkpoints, config.heartbeat_interval_s, tls is None)
 
         self.server: Server = make_server(
             config.listen, tls, POLICY,
             [service(coordinator_pb2_grpc.add_CoordinatorServicer_to_server, servicer, "fedsuite.v1.Coordinator")],
+            on_refusal=refusals_to(self.audit),
         )
         self._stopping = threading.Event()
         self._monitor = threading.Thread(target=self._watch_liveness, name="liveness", daemon=True)

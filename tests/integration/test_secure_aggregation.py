@@ -3,6 +3,7 @@ key, the coordinator adds ciphertexts it cannot read, the arbiter decrypts only 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from fedcore import tensors
+from fedcore.audit import verify
 from fedcore.config import TlsConfig
 from fedcore.crypto.paillier import PublicKey
 from fedcore.data import DatasetConfig
@@ -106,3 +108,23 @@ def test_secure_aggregation_needs_two_parties_and_a_valid_key_size(pki: Path, fe
             with pytest.raises(grpc.RpcError) as caught:
                 admin.submit(spec)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and named in caught.value.details()  # type: ignore[attr-defined]
+
+
+def test_both_audit_logs_record_what_happened_and_verify(pki: Path, federation: tuple[Coordinator, Arbiter]) -> None:
+    coordinator, arbiter = federation
+    job, _ = run(pki, coordinator, secure=True)
+    stranger = arbiter_pb2_grpc.ArbiterStub(make_channel(f"127.0.0.1:{arbiter.port}", tls(pki, "admin")))
+    with pytest.raises(grpc.RpcError):
+        stranger.CreateKey(arbiter_pb2.CreateKeyRequest(job_id="x"), timeout=10)
+    coordinator_records = [json.loads(line) for line in coordinator.audit.path.read_text().splitlines()]
+    arbiter_records = [json.loads(line) for line in arbiter.audit.path.read_text().splitlines()]
+    assert verify(coordinator.audit.path)[0] == len(coordinator_records)
+    assert verify(arbiter.audit.path)[0] == len(arbiter_records)
+    mine = [r for r in coordinator_records if r.get("job_id") == job.job_id]
+    assert [r["event"] for r in mine] == ["job_submitted", *["round_committed"] * 4, "job_finished"]
+    assert {r["party_id"] for r in coordinator_records if r["event"] == "party_registered"} == set(PARTIES)
+    decrypted = [r for r in arbiter_records if r["event"] == "sum_decrypted" and r["job_id"] == job.job_id]
+    assert len(decrypted) == 4 and all(r["contributors"] == 3 for r in decrypted)
+    assert any(r["event"] == "key_created" and r["job_id"] == job.job_id for r in arbiter_records)
+    assert any(r["event"] == "call_refused" and r["caller"] == "admin" and r["method"].endswith("CreateKey")
+               for r in arbiter_records)
