@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fedcore import telemetry
+from fedcore.config import TlsConfig
 from fedcore.tls import TlsFiles, init_pki
 
 from fedsuite.demo import GUEST, HOST, PARTIES, prepare_horizontal_data
@@ -37,6 +38,11 @@ def foreign_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tls(pki: Path, name: str) -> TlsFiles:
     return TlsFiles.in_dir(pki, name)
+
+
+def tls_config(pki: Path, name: str) -> TlsConfig:
+    """A service config's ``tls`` section pointing at ``name``'s files in ``pki``."""
+    return TlsConfig(ca=str(pki / "ca.pem"), cert=str(pki / f"{name}.pem"), key=str(pki / f"{name}.key"))
 
 
 @pytest.fixture(scope="session")

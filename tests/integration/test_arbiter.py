@@ -8,19 +8,17 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fedcore.config import TlsConfig
 from fedcore.crypto.paillier import PublicKey
 from fedcore.proto import arbiter_pb2, arbiter_pb2_grpc
 from fedcore.rpc import make_channel
 
 from fedsuite.arbiter import Arbiter, ArbiterConfig
-from tests.conftest import tls
+from tests.conftest import tls, tls_config
 
 
 @pytest.fixture(scope="module")
 def arbiter(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arbiter]:
-    config = ArbiterConfig(node_id="arbiter", listen="127.0.0.1:0", default_key_bits=1024,
-                           tls=TlsConfig(ca=str(pki / "ca.pem"), cert=str(pki / "arbiter.pem"), key=str(pki / "arbiter.key")))
+    config = ArbiterConfig(node_id="arbiter", listen="127.0.0.1:0", default_key_bits=1024, tls=tls_config(pki, "arbiter"))
     service = Arbiter(config, tmp_path_factory.mktemp("arbiter"))
     yield service
     service.stop()

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from fedcore import tensors
-from fedcore.config import TlsConfig
 from fedcore.data import DatasetConfig
 from fedcore.proto import common_pb2, coordinator_pb2 as pb, coordinator_pb2_grpc, party_pb2, party_pb2_grpc
 from fedcore.rpc import MAX_MESSAGE_BYTES, ChannelPool, make_channel, make_server, service
@@ -32,13 +31,9 @@ from fedsuite.vertical_node import VerticalEndpoint
 from fedsuite.party.servicer import POLICY as PARTY_POLICY
 from fedsuite.party.servicer import PartyServicer
 from fedsuite.party.work import LocalWork
-from tests.conftest import tls
+from tests.conftest import tls, tls_config
 
 DEADLINE = 10.0
-
-
-def tls_config(pki: Path, name: str) -> TlsConfig:
-    return TlsConfig(ca=str(pki / "ca.pem"), cert=str(pki / f"{name}.pem"), key=str(pki / f"{name}.key"))
 
 
 @pytest.fixture

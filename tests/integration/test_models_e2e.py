@@ -10,7 +10,6 @@ import pytest
 from sklearn.datasets import load_wine
 from sklearn.model_selection import train_test_split
 
-from fedcore.config import TlsConfig
 from fedcore.data import DatasetConfig
 from fedcore.ml.models import build_model
 from fedcore.proto import coordinator_pb2 as pb
@@ -20,11 +19,7 @@ from fedsuite.coordinator import Coordinator, CoordinatorConfig
 from fedsuite.demo import write_csv
 from fedsuite.party import Party, PartyConfig
 from fedsuite.translate import model_config
-from tests.conftest import tls
-
-
-def tls_config(pki: Path, name: str) -> TlsConfig:
-    return TlsConfig(ca=str(pki / "ca.pem"), cert=str(pki / f"{name}.pem"), key=str(pki / f"{name}.key"))
+from tests.conftest import tls, tls_config
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import pytest
 
 from fedcore import tensors
 from fedcore.audit import verify
-from fedcore.config import TlsConfig
 from fedcore.crypto.paillier import PublicKey
 from fedcore.data import DatasetConfig
 from fedcore.proto import arbiter_pb2, arbiter_pb2_grpc
@@ -25,11 +24,7 @@ from fedsuite.client import CoordinatorAdmin
 from fedsuite.coordinator import Coordinator, CoordinatorConfig
 from fedsuite.demo import PARTIES, horizontal_job
 from fedsuite.party import Party, PartyConfig
-from tests.conftest import tls
-
-
-def tls_config(pki: Path, name: str) -> TlsConfig:
-    return TlsConfig(ca=str(pki / "ca.pem"), cert=str(pki / f"{name}.pem"), key=str(pki / f"{name}.key"))
+from tests.conftest import tls, tls_config
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from fedcore.config import TlsConfig
 from fedcore.data import DatasetConfig
 from fedcore.crypto.paillier import generate_keypair
 from fedcore.federation.codec import FRAME_PREFIX, Kind, encode, key_fingerprint
@@ -35,16 +34,12 @@ from fedsuite.client import CoordinatorAdmin
 from fedsuite.coordinator import Coordinator, CoordinatorConfig
 from fedsuite.jobfile import parse_job_spec
 from fedsuite.party import Party, PartyConfig
-from tests.conftest import tls
+from tests.conftest import tls, tls_config
 
 GUEST, HOSTS = "party-a", ("party-b", "party-c")
 ALPHA = 0.01
 PARAMS = {"penalty": "L2", "alpha": ALPHA, "optimizer": "nesterov_momentum_sgd", "learning_rate": 0.15,
           "max_iter": 30, "batch_size": 240, "tol": 1e-6, "key_length": 1024, "psi_key_length": 1024, "seed": 7}
-
-
-def tls_config(pki: Path, name: str) -> TlsConfig:
-    return TlsConfig(ca=str(pki / "ca.pem"), cert=str(pki / f"{name}.pem"), key=str(pki / f"{name}.key"))
 
 
 @pytest.fixture(scope="module")
