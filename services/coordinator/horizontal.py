@@ -149,7 +149,7 @@ class HorizontalFedAvgJob:
         excluded: dict[str, str] = {}
         for attempt in range(self.spec.max_round_retries + 1):
             parties = self.sample_parties(round_number, attempt, set(excluded))
-            outcome = self.train_round(round_number, parties, global_chunks, specs)
+            outcome = self.train_round(round_number, parties, global_chunks, specs, info)
             excluded.update(outcome.dropped)
             arrived = outcome.aggregator.completed()
             tainted = outcome.aggregator.tainted_by
@@ -208,16 +208,14 @@ class HorizontalFedAvgJob:
 
     def train_round(
         self, round_number: int, parties: Sequence[pb.PartyInfo], global_chunks: Sequence[bytes],
-        specs: Sequence[tensors.TensorSpec],
+        specs: Sequence[tensors.TensorSpec], info: pb.ModelInfo,
     ) -> RoundOutcome:
         """Stream the global model to each party and add each update into the accumulator as it arrives."""
-        info = self.ctx.store.model_info(self.ctx.job_id)
-        assert info is not None
         updates: _PlainUpdates | _EncryptedUpdates = (
             _EncryptedUpdates(specs, PublicKey.from_n(info.paillier_n)) if info.paillier_n else _PlainUpdates(specs)
         )
         aggregator = updates.aggregator
-        task = self._task(round_number)
+        task = self._task(round_number, info)
         deadline = time.monotonic() + self.spec.round_timeout_s
         futures = {
             p.party_id: self.ctx.executor.submit(self._collect_update, p, task, global_chunks, updates, deadline)
@@ -292,7 +290,7 @@ class HorizontalFedAvgJob:
         aggregator.begin_update(party_id, summary.n_samples)
         return float(summary.train_loss)
 
-    def evaluate(self, round_number: int, chunks: Sequence[bytes]) -> tuple[common_pb2.EvalMetrics | None, dict[str, common_pb2.EvalMetrics]]:
+    def evaluate(self, round_number: int, chunks: Sequence[bytes], info: pb.ModelInfo) -> tuple[common_pb2.EvalMetrics | None, dict[str, common_pb2.EvalMetrics]]:
         """Every online holder with held-out rows scores the new global model; sample-weighted overall."""
         holders = [
             p for p in self.ctx.registry.online_holding(self.spec.dataset)
@@ -300,7 +298,7 @@ class HorizontalFedAvgJob:
         ]
         if not holders:
             return None, {}
-        task = self._task(round_number)
+        task = self._task(round_number, info)
         futures = {
             p.party_id: self.ctx.executor.submit(
                 self.ctx.parties.evaluate, p.address, task, chunks, self.spec.round_timeout_s
@@ -354,7 +352,7 @@ class HorizontalFedAvgJob:
         metrics = pb.RoundMetrics(round=round_number, parties=parties, train_loss=train_loss)
         every = self.spec.evaluate_every
         if round_number == self.spec.rounds or (every and round_number % every == 0):
-            overall, by_party = self.evaluate(round_number, chunks)
+            overall, by_party = self.evaluate(round_number, chunks, info)
             if overall is not None:
                 metrics.eval.CopyFrom(overall)
                 for party_id, m in by_party.items():
@@ -376,9 +374,7 @@ class HorizontalFedAvgJob:
         return chunks
 
     # -- helpers ----------------------------------------------------------------
-    def _task(self, round_number: int) -> party_pb2.TrainTask:
-        info = self.ctx.store.model_info(self.ctx.job_id)
-        assert info is not None
+    def _task(self, round_number: int, info: pb.ModelInfo) -> party_pb2.TrainTask:
         s = self.spec
         return party_pb2.TrainTask(
             job_id=self.ctx.job_id, round=round_number, dataset=s.dataset, model=s.model,
