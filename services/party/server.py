@@ -76,9 +76,11 @@ class Party:
                     continue
                 if err.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT):  # type: ignore[attr-defined]
                     log.error("registration_refused", reason=error_text(err))
+                    self.registered.clear()
                 else:
+                    # Keep the registration: re-registering replaces the coordinator's channel to us,
+                    # which would cut our running streams; only NOT_FOUND means it forgot us.
                     log.warning("coordinator_unreachable", reason=error_text(err))
-                self.registered.clear()
             self._stopping.wait(interval)
 
     def _registration(self) -> cpb.RegisterPartyRequest:
