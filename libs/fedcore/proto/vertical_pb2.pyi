@@ -81,7 +81,7 @@ class VerticalJobSpec(_message.Message):
     def __init__(self, guest: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., guest_dataset: _Optional[str] = ..., host_dataset: _Optional[str] = ..., params: _Optional[_Union[HeteroLRParams, _Mapping]] = ..., step_timeout_s: _Optional[float] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class VerticalPredictSpec(_message.Message):
-    __slots__ = ("guest", "hosts", "guest_dataset", "host_dataset", "model_id", "model_version", "step_timeout_s")
+    __slots__ = ("guest", "hosts", "guest_dataset", "host_dataset", "model_id", "model_version", "step_timeout_s", "scores_path")
     GUEST_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
     GUEST_DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class VerticalPredictSpec(_message.Message):
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     STEP_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    SCORES_PATH_FIELD_NUMBER: _ClassVar[int]
     guest: str
     hosts: _containers.RepeatedScalarFieldContainer[str]
     guest_dataset: str
@@ -96,10 +97,11 @@ class VerticalPredictSpec(_message.Message):
     model_id: str
     model_version: int
     step_timeout_s: float
-    def __init__(self, guest: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., guest_dataset: _Optional[str] = ..., host_dataset: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., step_timeout_s: _Optional[float] = ...) -> None: ...
+    scores_path: str
+    def __init__(self, guest: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., guest_dataset: _Optional[str] = ..., host_dataset: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., step_timeout_s: _Optional[float] = ..., scores_path: _Optional[str] = ...) -> None: ...
 
 class VerticalResult(_message.Message):
-    __slots__ = ("epochs", "converged", "losses", "intersection", "align_seconds", "model_id", "model_version", "metrics", "n_scored", "seconds")
+    __slots__ = ("epochs", "converged", "losses", "intersection", "align_seconds", "model_id", "model_version", "metrics", "n_scored", "seconds", "scores_path")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +119,7 @@ class VerticalResult(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     N_SCORED_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_PATH_FIELD_NUMBER: _ClassVar[int]
     epochs: int
     converged: bool
     losses: _containers.RepeatedScalarFieldContainer[float]
@@ -127,10 +130,11 @@ class VerticalResult(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     n_scored: int
     seconds: float
-    def __init__(self, epochs: _Optional[int] = ..., converged: _Optional[bool] = ..., losses: _Optional[_Iterable[float]] = ..., intersection: _Optional[int] = ..., align_seconds: _Optional[float] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., n_scored: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+    scores_path: str
+    def __init__(self, epochs: _Optional[int] = ..., converged: _Optional[bool] = ..., losses: _Optional[_Iterable[float]] = ..., intersection: _Optional[int] = ..., align_seconds: _Optional[float] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., n_scored: _Optional[int] = ..., seconds: _Optional[float] = ..., scores_path: _Optional[str] = ...) -> None: ...
 
 class VerticalTask(_message.Message):
-    __slots__ = ("job_id", "kind", "role", "guest", "hosts", "arbiter", "peers", "dataset", "params", "step_timeout_s", "model_id", "model_version")
+    __slots__ = ("job_id", "kind", "role", "guest", "hosts", "arbiter", "peers", "dataset", "params", "step_timeout_s", "model_id", "model_version", "scores_path")
     class PeersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +154,7 @@ class VerticalTask(_message.Message):
     STEP_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCORES_PATH_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     kind: VerticalKind
     role: VerticalRole
@@ -162,17 +167,24 @@ class VerticalTask(_message.Message):
     step_timeout_s: float
     model_id: str
     model_version: int
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[VerticalKind, str]] = ..., role: _Optional[_Union[VerticalRole, str]] = ..., guest: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., arbiter: _Optional[str] = ..., peers: _Optional[_Mapping[str, str]] = ..., dataset: _Optional[str] = ..., params: _Optional[_Union[HeteroLRParams, _Mapping]] = ..., step_timeout_s: _Optional[float] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ...) -> None: ...
+    scores_path: str
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[VerticalKind, str]] = ..., role: _Optional[_Union[VerticalRole, str]] = ..., guest: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., arbiter: _Optional[str] = ..., peers: _Optional[_Mapping[str, str]] = ..., dataset: _Optional[str] = ..., params: _Optional[_Union[HeteroLRParams, _Mapping]] = ..., step_timeout_s: _Optional[float] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., scores_path: _Optional[str] = ...) -> None: ...
 
 class VerticalProgress(_message.Message):
-    __slots__ = ("epoch", "loss", "result")
+    __slots__ = ("epoch", "loss", "result", "step", "total_steps", "message")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     loss: float
     result: VerticalResult
-    def __init__(self, epoch: _Optional[int] = ..., loss: _Optional[float] = ..., result: _Optional[_Union[VerticalResult, _Mapping]] = ...) -> None: ...
+    step: int
+    total_steps: int
+    message: str
+    def __init__(self, epoch: _Optional[int] = ..., loss: _Optional[float] = ..., result: _Optional[_Union[VerticalResult, _Mapping]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ExchangeChunk(_message.Message):
     __slots__ = ("job_id", "tag", "data", "total_bytes")
