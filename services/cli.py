@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +58,31 @@ def _certs_init(args: argparse.Namespace) -> int:
     for name, files in written.items():
         console.print(f"{name}: {files.cert} {files.key}")
     console.print(f"CA: {Path(args.dir) / 'ca.pem'}")
+    ca_key = Path(args.dir).resolve() / "ca.key"
+    work_tree = _unignored_in_git_work_tree(ca_key)
+    if work_tree is not None:
+        print(f"fedsuite: warning: {ca_key} (the CA's private key, able to issue any identity) is inside the git "
+              f"work tree {work_tree} and not ignored by git; keep certificates outside the repository or add "
+              f"{ca_key.parent} to .gitignore.", file=sys.stderr)
     return 0
+
+
+def _unignored_in_git_work_tree(path: Path) -> Path | None:
+    """The work tree holding ``path`` when git would let it be committed; None outside one, if ignored, or without git.
+
+    Asked of git itself (not by looking for .git) so worktrees, submodules and every ignore source count.
+    """
+    def git(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *command], cwd=path.parent, capture_output=True, text=True, timeout=10)
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode != 0:
+            return None
+        not_ignored = git("check-ignore", "--quiet", str(path)).returncode == 1
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return Path(top.stdout.strip()) if not_ignored else None
 
 
 # -- admin client ---------------------------------------------------------------------
