@@ -11,6 +11,7 @@ import re
 
 from fedcore.proto import coordinator_pb2 as pb
 
+from fedsuite.model_versions import LATEST, check_version
 from fedsuite.translate import hetero_params
 
 MAX_ROUNDS = 100_000
@@ -43,11 +44,22 @@ def normalise(spec: pb.JobSpec) -> pb.JobSpec:
             raise SpecError(f"vertical.params.{err}") from err
         _require(_ID.match(result.vertical.model_id) is not None or not result.vertical.model_id,
                  "vertical.model_id", "must be letters, digits, '.', '_' or '-'")
+        _check_version(result.vertical.model_version, "vertical.model_version")
     else:
         _normalise_parties(result.vertical_predict, "vertical_predict.")
         _require(bool(result.vertical_predict.model_id), "vertical_predict.model_id", "must name a trained model")
-        _require(result.vertical_predict.model_version >= 0, "vertical_predict.model_version", "must be >= 0 (0: latest)")
+        if result.vertical_predict.model_version != LATEST:
+            _check_version(result.vertical_predict.model_version, "vertical_predict.model_version")
     return result
+
+
+def _check_version(version: str, field: str) -> None:
+    """An unset version is fine (train: the next number; predict: the newest)."""
+    if version:
+        try:
+            check_version(version)
+        except ValueError as err:
+            raise SpecError(f"{field} {err}") from err
 
 
 def _normalise_parties(v: pb.VerticalJobSpec | pb.VerticalPredictSpec, f: str) -> None:

@@ -95,15 +95,13 @@ class VerticalJob:
             peers={n.node_id: n.address for n in nodes if n.node_id != node.node_id},
             dataset=body.guest_dataset if node.role == vertical_pb2.VERTICAL_ROLE_GUEST else body.host_dataset,
             step_timeout_s=body.step_timeout_s or DEFAULT_STEP_TIMEOUT_S,
-            model_id=body.model_id or self.ctx.job_id,
+            model_id=body.model_id or self.ctx.job_id, model_version=body.model_version,
         )
         if train:
             task.arbiter = self.arbiter[0]  # type: ignore[index]
             task.params.CopyFrom(self.spec.vertical.params)
             if node.role == vertical_pb2.VERTICAL_ROLE_ARBITER:
                 task.dataset = ""
-        else:
-            task.model_version = self.spec.vertical_predict.model_version
         return task
 
     def _follow(self, stream: Iterator[vertical_pb2.VerticalProgress], train: bool) -> vertical_pb2.VerticalResult:

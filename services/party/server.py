@@ -37,7 +37,7 @@ class Party:
         self._channels = ChannelPool(tls, Identity(config.node_id, "party"))
         self.vertical = VerticalEndpoint(config.node_id, self._channels, insecure)
         work = LocalWork(self.catalog)
-        models = ModelStore((base_dir / config.state_dir / config.node_id / "models").resolve())
+        models = ModelStore((base_dir / config.state_dir / config.node_id / "models").resolve(), config.node_id)
         servicer = PartyServicer(work, config.node_id, VerticalParty(work, models), self.vertical.node)
         self.server: Server = make_server(
             config.listen, tls, {**POLICY, **EXCHANGE_POLICY},

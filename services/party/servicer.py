@@ -16,6 +16,7 @@ from fedcore.crypto.paillier import PublicKey
 from fedcore.federation import FederationError
 from fedcore.proto import common_pb2, party_pb2, party_pb2_grpc, vertical_pb2
 
+from fedsuite.party.models import ModelExists, ModelNotFound
 from fedsuite.party.vertical import VerticalParty
 from fedsuite.party.work import LocalWork, Task, TaskMismatch, UnknownDataset, encrypted_update
 from fedsuite.translate import model_config, train_config
@@ -28,6 +29,8 @@ POLICY = {
 
 _ERRORS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (UnknownDataset, grpc.StatusCode.NOT_FOUND),
+    (ModelNotFound, grpc.StatusCode.NOT_FOUND),
+    (ModelExists, grpc.StatusCode.ALREADY_EXISTS),
     (TaskMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (ValueError, grpc.StatusCode.INVALID_ARGUMENT),  # includes TensorStreamError
 )

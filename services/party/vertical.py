@@ -36,14 +36,15 @@ class VerticalParty:
         params = hetero_params(task.params)
         started = time.monotonic()
         model_id = task.model_id or task.job_id
+        self._models.check_new(model_id, task.model_version)  # before any work: a named version is never overwritten
         if task.role == vertical_pb2.VERTICAL_ROLE_GUEST:
             X, y, ids = self._rows(task, need_labels=True)
             guest_model, report = fit_guest(ctx, params, X, y, ids, list(task.hosts), task.arbiter)
-            version = self._models.save(model_id, {"role": "guest", **guest_model.to_dict()})
+            version = self._models.save(model_id, {"role": "guest", **guest_model.to_dict()}, task.model_version)
         else:
             X, _, ids = self._rows(task, need_labels=False)
             host_model, report = fit_host(ctx, params, X, ids, task.guest, task.arbiter)
-            version = self._models.save(model_id, {"role": "host", **host_model.to_dict()})
+            version = self._models.save(model_id, {"role": "host", **host_model.to_dict()}, task.model_version)
         return vertical_pb2.VerticalResult(
             epochs=report.epochs, converged=report.converged, losses=report.losses, intersection=report.intersection,
             align_seconds=report.align_seconds, model_id=model_id, model_version=version,

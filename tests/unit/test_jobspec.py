@@ -252,3 +252,27 @@ def test_no_job_kind_refused() -> None:
         normalise(parse_job_spec({"name": "nothing"}))
     with pytest.raises(SpecError, match="must set one job kind"):
         normalise(pb.JobSpec())
+
+
+# -- model versions --------------------------------------------------------------------------
+
+VERTICAL = {"guest": "bank", "hosts": ["telecom"], "guest_dataset": "g", "host_dataset": "h"}
+
+
+@pytest.mark.parametrize("version", ["", "20260205", "3", "prod-1.2_rc"])
+def test_training_and_predict_jobs_may_name_string_versions(version: str) -> None:
+    train = normalise(parse_job_spec({"vertical": {**VERTICAL, "model_version": version}}))
+    assert train.vertical.model_version == version
+    predict = normalise(parse_job_spec({"vertical_predict": {**VERTICAL, "model_id": "m", "model_version": version}}))
+    assert predict.vertical_predict.model_version == version
+    assert normalise(parse_job_spec({"vertical_predict": {**VERTICAL, "model_id": "m", "model_version": "latest"}}))
+
+
+@pytest.mark.parametrize("version", ["../x", "a/b", ".v", "x" * 65, "has space"])
+def test_unsafe_versions_refused_naming_the_field(version: str) -> None:
+    with pytest.raises(SpecError, match=r"^vertical\.model_version must be 1 to 64 letters, digits"):
+        normalise(parse_job_spec({"vertical": {**VERTICAL, "model_version": version}}))
+    with pytest.raises(SpecError, match=r"^vertical_predict\.model_version must be 1 to 64"):
+        normalise(parse_job_spec({"vertical_predict": {**VERTICAL, "model_id": "m", "model_version": version}}))
+    with pytest.raises(SpecError, match=r"^vertical\.model_version 'latest' names the newest version"):
+        normalise(parse_job_spec({"vertical": {**VERTICAL, "model_version": "latest"}}))

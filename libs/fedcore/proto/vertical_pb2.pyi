@@ -63,7 +63,7 @@ class HeteroLRParams(_message.Message):
     def __init__(self, penalty: _Optional[str] = ..., alpha: _Optional[float] = ..., optimizer: _Optional[str] = ..., learning_rate: _Optional[float] = ..., decay: _Optional[float] = ..., decay_sqrt: _Optional[bool] = ..., max_iter: _Optional[int] = ..., batch_size: _Optional[int] = ..., tol: _Optional[float] = ..., early_stop: _Optional[str] = ..., init_method: _Optional[str] = ..., fit_intercept: _Optional[bool] = ..., key_length: _Optional[int] = ..., seed: _Optional[int] = ..., psi_key_length: _Optional[int] = ...) -> None: ...
 
 class VerticalJobSpec(_message.Message):
-    __slots__ = ("guest", "hosts", "guest_dataset", "host_dataset", "params", "step_timeout_s", "model_id")
+    __slots__ = ("guest", "hosts", "guest_dataset", "host_dataset", "params", "step_timeout_s", "model_id", "model_version")
     GUEST_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
     GUEST_DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class VerticalJobSpec(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     STEP_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     guest: str
     hosts: _containers.RepeatedScalarFieldContainer[str]
     guest_dataset: str
@@ -78,7 +79,8 @@ class VerticalJobSpec(_message.Message):
     params: HeteroLRParams
     step_timeout_s: float
     model_id: str
-    def __init__(self, guest: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., guest_dataset: _Optional[str] = ..., host_dataset: _Optional[str] = ..., params: _Optional[_Union[HeteroLRParams, _Mapping]] = ..., step_timeout_s: _Optional[float] = ..., model_id: _Optional[str] = ...) -> None: ...
+    model_version: str
+    def __init__(self, guest: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., guest_dataset: _Optional[str] = ..., host_dataset: _Optional[str] = ..., params: _Optional[_Union[HeteroLRParams, _Mapping]] = ..., step_timeout_s: _Optional[float] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class VerticalPredictSpec(_message.Message):
     __slots__ = ("guest", "hosts", "guest_dataset", "host_dataset", "model_id", "model_version", "step_timeout_s", "scores_path")
@@ -95,10 +97,10 @@ class VerticalPredictSpec(_message.Message):
     guest_dataset: str
     host_dataset: str
     model_id: str
-    model_version: int
+    model_version: str
     step_timeout_s: float
     scores_path: str
-    def __init__(self, guest: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., guest_dataset: _Optional[str] = ..., host_dataset: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., step_timeout_s: _Optional[float] = ..., scores_path: _Optional[str] = ...) -> None: ...
+    def __init__(self, guest: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., guest_dataset: _Optional[str] = ..., host_dataset: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., step_timeout_s: _Optional[float] = ..., scores_path: _Optional[str] = ...) -> None: ...
 
 class VerticalResult(_message.Message):
     __slots__ = ("epochs", "converged", "losses", "intersection", "align_seconds", "model_id", "model_version", "metrics", "n_scored", "seconds", "scores_path")
@@ -126,12 +128,12 @@ class VerticalResult(_message.Message):
     intersection: int
     align_seconds: float
     model_id: str
-    model_version: int
+    model_version: str
     metrics: _containers.ScalarMap[str, float]
     n_scored: int
     seconds: float
     scores_path: str
-    def __init__(self, epochs: _Optional[int] = ..., converged: _Optional[bool] = ..., losses: _Optional[_Iterable[float]] = ..., intersection: _Optional[int] = ..., align_seconds: _Optional[float] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., n_scored: _Optional[int] = ..., seconds: _Optional[float] = ..., scores_path: _Optional[str] = ...) -> None: ...
+    def __init__(self, epochs: _Optional[int] = ..., converged: _Optional[bool] = ..., losses: _Optional[_Iterable[float]] = ..., intersection: _Optional[int] = ..., align_seconds: _Optional[float] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., n_scored: _Optional[int] = ..., seconds: _Optional[float] = ..., scores_path: _Optional[str] = ...) -> None: ...
 
 class VerticalTask(_message.Message):
     __slots__ = ("job_id", "kind", "role", "guest", "hosts", "arbiter", "peers", "dataset", "params", "step_timeout_s", "model_id", "model_version", "scores_path")
@@ -166,9 +168,9 @@ class VerticalTask(_message.Message):
     params: HeteroLRParams
     step_timeout_s: float
     model_id: str
-    model_version: int
+    model_version: str
     scores_path: str
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[VerticalKind, str]] = ..., role: _Optional[_Union[VerticalRole, str]] = ..., guest: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., arbiter: _Optional[str] = ..., peers: _Optional[_Mapping[str, str]] = ..., dataset: _Optional[str] = ..., params: _Optional[_Union[HeteroLRParams, _Mapping]] = ..., step_timeout_s: _Optional[float] = ..., model_id: _Optional[str] = ..., model_version: _Optional[int] = ..., scores_path: _Optional[str] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[VerticalKind, str]] = ..., role: _Optional[_Union[VerticalRole, str]] = ..., guest: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., arbiter: _Optional[str] = ..., peers: _Optional[_Mapping[str, str]] = ..., dataset: _Optional[str] = ..., params: _Optional[_Union[HeteroLRParams, _Mapping]] = ..., step_timeout_s: _Optional[float] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., scores_path: _Optional[str] = ...) -> None: ...
 
 class VerticalProgress(_message.Message):
     __slots__ = ("epoch", "loss", "result", "step", "total_steps", "message")
