@@ -4,7 +4,8 @@
 ``FEDSUITE_TLS__CA=/certs/ca.pem`` sets ``tls.ca`` and
 ``FEDSUITE_DATASETS__BREAST__PATH=/data/b.csv`` sets ``datasets.breast.path``. Values
 are parsed as YAML scalars (``8080`` is an int, ``true`` a bool). Unknown keys and
-wrong types are refused with the key's dotted path, before anything starts.
+wrong types are refused with the key's dotted path, before anything starts; every unknown
+key of a file is named at once (job files use the same sentence: :func:`unknown_keys_message`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,42 @@ class _EnvValue(str):
             return str(self)
 
 
+UnknownKeys = tuple[str, list[str], list[str]]
+"""(dotted path of a mapping, "" for the top level; its unknown keys; the keys it takes)."""
+
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def unknown_keys_message(found: list[UnknownKeys]) -> str:
+    """One sentence naming every unknown key of a document by its dotted path, and what each mapping takes,
+    so a file with several typos is fixed in one go instead of one error at a time."""
+    keys = [f"{where}.{key}" if where else key for where, unknown, _ in found for key in unknown]
+    takes = [f"{where or 'the top level'} takes {', '.join(sorted(known))}" for where, _, known in found]
+    return f"unknown key(s): {', '.join(keys)}; {'; '.join(takes)}"
+
+
+def _find_unknown(kind: Any, value: Any, where: str, found: list[UnknownKeys]) -> None:
+    """Collect unknown keys under ``value`` as :func:`_build` would meet them (wrong types are its to report)."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(kind):
+            _find_unknown(option, value, where, found)
+    elif dataclasses.is_dataclass(kind) and isinstance(value, Mapping):
+        hints = typing.get_type_hints(kind)
+        unknown = sorted(str(key) for key in value if key not in hints)
+        if unknown:
+            found.append((where, unknown, list(hints)))
+        for key, item in value.items():
+            if key in hints:
+                _find_unknown(hints[key], item, f"{where}.{key}" if where else str(key), found)
+    elif origin is dict and isinstance(value, Mapping):
+        for key, item in value.items():
+            _find_unknown(typing.get_args(kind)[1], item, f"{where}.{key}", found)
+    elif origin in (list, tuple) and isinstance(value, list):
+        for i, item in enumerate(value):
+            _find_unknown(typing.get_args(kind)[0], item, f"{where}[{i}]", found)
+
+
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
@@ -129,17 +166,13 @@ def _build(kind: Any, value: Any, where: str) -> Any:
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}")
     return value
 
 
 def _build_dataclass(kind: type[T], values: Mapping[str, Any], where: str) -> T:
     hints = typing.get_type_hints(kind)
     fields = {f.name: f for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown key(s): {', '.join(prefix + u for u in unknown)}")
     kwargs: dict[str, Any] = {}
     for name, field in fields.items():
         path = f"{where}.{name}" if where else name
@@ -164,4 +197,8 @@ def load_config(kind: type[T], path: str | Path | None, environ: Mapping[str, st
             raise ConfigError(f"{path}: the top level must be a mapping")
         values = loaded or {}
     values = _merge(values, env_overrides(os.environ if environ is None else environ))
+    found: list[UnknownKeys] = []
+    _find_unknown(kind, values, "", found)
+    if found:
+        raise ConfigError(unknown_keys_message(found))
     return _build_dataclass(kind, values, "")

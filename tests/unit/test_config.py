@@ -111,7 +111,7 @@ def test_environment_only_without_a_file() -> None:
 def test_empty_environment_value_is_null(tmp_path: Path) -> None:
     app = _load(tmp_path, APP_YAML + "comment: set in yaml\n", FEDSUITE_COMMENT="")
     assert app.comment is None
-    with pytest.raises(ConfigError, match="name: expected str, got None"):
+    with pytest.raises(ConfigError, match="name: expected a string, got None"):
         _load(tmp_path, APP_YAML, FEDSUITE_NAME="")
 
 
@@ -159,15 +159,28 @@ def test_env_overrides_refuses_a_value_under_a_value() -> None:
         env_overrides({"FEDSUITE_TLS": "x", "FEDSUITE_TLS__CA": "/ca.pem"})
 
 
+TOP_KEYS = "the top level takes backup, comment, debug, endpoint, name, ratio, retries, sources"
+
+
 def test_unknown_keys_refused_with_their_dotted_path(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown key\(s\): colour, size$"):
+    with pytest.raises(ConfigError, match=rf"^unknown key\(s\): colour, size; {TOP_KEYS}$"):
         _load(tmp_path, APP_YAML + "size: 1\ncolour: red\n")
-    with pytest.raises(ConfigError, match=r"unknown key\(s\): endpoint\.hots$"):
+    with pytest.raises(ConfigError, match=r"^unknown key\(s\): endpoint\.hots; endpoint takes host, port$"):
         _load(tmp_path, APP_YAML.replace("host:", "hots:"))
-    with pytest.raises(ConfigError, match=r"unknown key\(s\): sources\.a\.pth$"):
+    with pytest.raises(ConfigError, match=r"^unknown key\(s\): sources\.a\.pth; sources\.a takes enabled, note, path, weight$"):
         _load(tmp_path, APP_YAML, FEDSUITE_SOURCES__A__PTH="/x")
-    with pytest.raises(ConfigError, match=r"unknown key\(s\): retry$"):
+    with pytest.raises(ConfigError, match=rf"^unknown key\(s\): retry; {TOP_KEYS}$"):
         _load(tmp_path, APP_YAML, FEDSUITE_RETRY="1")
+
+
+def test_every_unknown_key_is_named_at_once_at_every_depth(tmp_path: Path) -> None:
+    text = "name: demo\nendpoint: {hots: h}\ncolour: red\nsources: {a: {path: /x, wieght: 2}, b: {pth: /y}}\n"
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, text, FEDSUITE_RETRY="1")
+    assert str(caught.value) == (
+        "unknown key(s): colour, retry, endpoint.hots, sources.a.wieght, sources.b.pth; "
+        f"{TOP_KEYS}; endpoint takes host, port; sources.a takes enabled, note, path, weight; "
+        "sources.b takes enabled, note, path, weight")
 
 
 def test_missing_required_keys_named(tmp_path: Path) -> None:
@@ -184,18 +197,18 @@ def test_missing_required_keys_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("retries: 1.5", r"retries: expected int, got 1\.5$"),
-        ("retries: true", "retries: expected int, got True$"),  # a bool is not an int
-        ("retries: '3'", "retries: expected int, got '3'$"),
-        ("ratio: fast", "ratio: expected float, got 'fast'$"),
-        ("ratio: false", "ratio: expected float, got False$"),
-        ("debug: 1", "debug: expected bool, got 1$"),
-        ("name: [a]", r"name: expected str, got \['a'\]$"),
+        ("retries: 1.5", r"retries: expected an integer, got 1\.5$"),
+        ("retries: true", "retries: expected an integer, got True$"),  # a bool is not an int
+        ("retries: '3'", "retries: expected an integer, got '3'$"),
+        ("ratio: fast", "ratio: expected a number, got 'fast'$"),
+        ("ratio: false", "ratio: expected a number, got False$"),
+        ("debug: 1", "debug: expected true or false, got 1$"),
+        ("name: [a]", r"name: expected a string, got \['a'\]$"),
         ("endpoint: here", "endpoint: expected a mapping, got str$"),
         ("sources: [a]", "sources: expected a mapping$"),
         ("sources: {a: /x.csv}", "sources.a: expected a mapping, got str$"),
-        ("sources: {a: {path: /x, weight: heavy}}", "sources.a.weight: expected float, got 'heavy'$"),
-        ("backup: {host: h, port: '81'}", "backup.port: expected int, got '81'$"),
+        ("sources: {a: {path: /x, weight: heavy}}", "sources.a.weight: expected a number, got 'heavy'$"),
+        ("backup: {host: h, port: '81'}", "backup.port: expected an integer, got '81'$"),
     ],
 )
 def test_wrong_types_named(tmp_path: Path, extra: str, message: str) -> None:
@@ -205,7 +218,7 @@ def test_wrong_types_named(tmp_path: Path, extra: str, message: str) -> None:
 
 
 def test_wrong_type_from_the_environment_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="endpoint.port: expected int, got 'https'$"):
+    with pytest.raises(ConfigError, match="endpoint.port: expected an integer, got 'https'$"):
         _load(tmp_path, APP_YAML, FEDSUITE_ENDPOINT__PORT="https")
 
 
@@ -260,7 +273,7 @@ metrics_listen: 0.0.0.0:9100
     )
     files = config.tls.files(tmp_path) if config.tls else None
     assert files is not None and files.cert == tmp_path / "certs" / "coordinator.pem"
-    with pytest.raises(ConfigError, match=r"unknown key\(s\): datasets$"):
+    with pytest.raises(ConfigError, match=r"^unknown key\(s\): datasets; the top level takes "):
         load_config(CoordinatorConfig, path, environ={"FEDSUITE_DATASETS__X__PATH": "x.csv"})
     with pytest.raises(ConfigError, match=r"missing required key: tls\.key$"):
         load_config(CoordinatorConfig, None, environ={"FEDSUITE_TLS__CA": "ca.pem", "FEDSUITE_TLS__CERT": "c.pem"})
@@ -291,7 +304,7 @@ datasets:
         "breast": DatasetConfig(path="data/breast-train.csv", label="target", eval_path="data/breast-eval.csv", seed=7),
         "features": DatasetConfig(path="data/features.csv", id_column="id", eval_fraction=0.0),
     }
-    with pytest.raises(ConfigError, match=r"unknown key\(s\): datasets\.breast\.labels$"):
+    with pytest.raises(ConfigError, match=r"^unknown key\(s\): datasets\.breast\.labels; datasets\.breast takes eval_fraction, "):
         load_config(PartyConfig, path, environ={"FEDSUITE_DATASETS__BREAST__LABELS": "y"})
     with pytest.raises(ConfigError, match="missing required key: node_id$"):
         load_config(PartyConfig, _yaml(tmp_path, "datasets: {}\n", "empty.yaml"), environ={})
