@@ -8,9 +8,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -20,7 +20,7 @@ from rich.table import Table
 
 from fedcore import telemetry
 from fedcore.audit import verify as verify_audit
-from fedcore.config import ConfigError, load_config
+from fedcore.config import ENV_PREFIX, ConfigError, ListenError, load_config
 from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.rpc import error_text, limit_malloc_arenas, wait_for_termination
@@ -31,6 +31,7 @@ from fedsuite.jobfile import JobFileError, load_job_spec
 from fedsuite.progress import follow_job
 
 console = Console(stderr=False)
+T = TypeVar("T")
 
 
 # -- services -----------------------------------------------------------------------
@@ -44,11 +45,22 @@ def _run_service(kind: str, args: argparse.Namespace) -> int:
     base_dir = Path(config_path).resolve().parent if config_path else Path.cwd()
     telemetry.configure_logging(kind, config.node_id, config.log_level)
     log = telemetry.get_logger()
-    metrics_port = telemetry.start_metrics_server(config.metrics_listen)
-    service = service_type(config, base_dir, insecure=args.insecure)
+    metrics_port = _listening("metrics_listen", config_path, lambda: telemetry.start_metrics_server(config.metrics_listen))
+    service = _listening("listen", config_path, lambda: service_type(config, base_dir, insecure=args.insecure))
     log.info("serving", port=service.port, metrics_port=metrics_port, tls=not args.insecure)
     wait_for_termination(service.stop)
     return 0
+
+
+def _listening(setting: str, config_path: str | None, start: Callable[[], T]) -> T:
+    """``start()``; a ListenError becomes one sentence naming the address and where ``setting`` was set."""
+    try:
+        return start()
+    except ListenError as err:
+        variable = f"{ENV_PREFIX}{setting.upper()}"
+        source = (variable if variable in os.environ else f"`{setting}` in {config_path}" if config_path
+                  else f"the default `{setting}`; set it in a config file or {variable}")
+        raise ConfigError(f"cannot listen on {err.address} ({source}): {err.reason}") from None
 
 
 # -- certificates -------------------------------------------------------------------
@@ -103,7 +115,7 @@ def _job_submit(args: argparse.Namespace) -> int:
         job_id = admin.submit(spec)
         console.print(job_id)
         if args.watch:
-            return 0 if follow_job(admin, job_id, console).state == pb.JOB_STATE_SUCCEEDED else 1
+            return _follow(admin, job_id)
     return 0
 
 
@@ -146,7 +158,19 @@ def _job_cancel(args: argparse.Namespace) -> int:
 
 def _job_watch(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
-        return 0 if follow_job(admin, args.job_id, console).state == pb.JOB_STATE_SUCCEEDED else 1
+        return _follow(admin, args.job_id)
+
+
+def _follow(admin: CoordinatorAdmin, job_id: str) -> int:
+    """Follow a job to its end (0: it succeeded). Ctrl-C stops the watching, not the job: 130, and how to come back."""
+    try:
+        print(f"fedsuite: watching job {job_id}; Ctrl-C stops watching, not the job.", file=sys.stderr)
+        job = follow_job(admin, job_id, console)
+    except KeyboardInterrupt:
+        print(f"fedsuite: stopped watching; job {job_id} keeps running on the coordinator "
+              f"(re-attach with `fedsuite job watch {job_id}`).", file=sys.stderr)
+        return 130
+    return 0 if job.state == pb.JOB_STATE_SUCCEEDED else 1
 
 
 def _parties(args: argparse.Namespace) -> int:
@@ -253,9 +277,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, JobFileError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, JobFileError, ValueError) as err:
         print(f"fedsuite: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a file argument that is missing, a directory, unreadable...
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"fedsuite: {where}{(err.strerror or str(err)).lower()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedsuite: interrupted", file=sys.stderr)
+        return 130
     except grpc.RpcError as err:
         print(f"fedsuite: {error_text(err)}", file=sys.stderr)
         return 1

@@ -31,6 +31,15 @@ class ConfigError(ValueError):
     """A configuration file or variable is missing, malformed or of the wrong type."""
 
 
+class ListenError(ConfigError):
+    """A service cannot listen on a configured address (in use, not on this host, not permitted)."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
 @dataclasses.dataclass(frozen=True)
 class TlsConfig:
     """Paths of the node's mTLS material (PEM)."""

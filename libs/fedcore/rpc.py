@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
@@ -21,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from fedcore.config import ListenError
 from fedcore.tls import Identity, TlsFiles, identity_from_pem
 
 MAX_MESSAGE_BYTES = 8 << 20
@@ -255,19 +257,38 @@ def make_server(
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    if tls is None:
-        port = server.add_insecure_port(listen)
-    else:
-        ca, cert, key = tls.read()
-        credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
-        port = server.add_secure_port(listen, credentials)
+    try:
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            ca, cert, key = tls.read()
+            credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+            port = server.add_secure_port(listen, credentials)
+    except RuntimeError:  # grpcio raises "Failed to bind to address" where it used to return 0
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise ListenError(listen, _bind_problem(listen))
     server.start()
     running = Server(server, port, health_servicer)
     for name in names:
         running.set_serving(name, True)
     return running
+
+
+def _bind_problem(listen: str) -> str:
+    """Why ``listen`` cannot be bound, asked of the OS by binding it once: gRPC only says "Failed to bind"."""
+    host, _, port = listen.rpartition(":")
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            with socket.socket(family, kind, proto) as probe:
+                probe.bind(address)
+    except OSError as err:  # socket.gaierror included: a host name that does not resolve
+        return (err.strerror or str(err)).lower()
+    except ValueError:
+        return f"{port!r} is not a port number"
+    return "the port is free but gRPC could not bind it (check the service's certificate and key)"
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:

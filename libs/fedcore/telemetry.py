@@ -17,6 +17,8 @@ from typing import Any
 import structlog
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from fedcore.config import ListenError
+
 PARTICIPANT_STATUS = Gauge(
     "federated_participant_status", "1 while a party heartbeats, 0 once it went silent", ["participant_id"]
 )
@@ -77,5 +79,8 @@ def start_metrics_server(listen: str | None) -> int | None:
     if not listen:
         return None
     host, _, port = listen.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
+    try:
+        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
+    except OSError as err:
+        raise ListenError(listen, (err.strerror or str(err)).lower()) from None
     return int(server.server_port)
