@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from fedcore import telemetry
 from fedcore.federation.mailbox import Mailbox
 from fedcore.proto import vertical_pb2, vertical_pb2_grpc
 from fedcore.rpc import abort, peer_identity
@@ -95,4 +96,5 @@ class FederationServicer(vertical_pb2_grpc.FederationServicer):
             self._mailbox.deliver(first.job_id, first.tag, sender, bytes(payload))
         except ValueError as err:
             abort(context, grpc.StatusCode.ALREADY_EXISTS, str(err))
+        telemetry.COMMUNICATION_BYTES.labels(direction="received", peer=sender).inc(len(payload))
         return vertical_pb2.ExchangeAck(messages=1)

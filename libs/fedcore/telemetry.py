@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,16 +28,30 @@ MODEL_ACCURACY = Gauge(
 )
 MODEL_AUC = Gauge("federated_model_auc", "AUC of the global model on a party's held-out rows", ["participant_id", "job_id"])
 COMMUNICATION_BYTES = Counter(
-    "federated_communication_bytes_total", "Tensor payload bytes sent and received", ["direction", "peer"]
+    "federated_communication_bytes_total",
+    "Payload bytes sent and received: tensors, and vertical jobs' Federation.Exchange messages",
+    ["direction", "peer"],
+)
+DECRYPTIONS = Counter(
+    "federated_decryptions_total",
+    "Ciphertexts the arbiter decrypted: masked vertical gradients and losses, aggregated sums",
+    ["job_id"],
 )
 ROUND_DURATION = Histogram(
     "federated_round_duration_seconds",
-    "Wall-clock seconds per committed round",
+    "Wall-clock seconds per round: committed rounds on the coordinator, each vertical epoch on parties and the arbiter",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 300),
 )
 ROUNDS_TOTAL = Counter("federated_rounds_total", "Rounds by outcome", ["outcome"])
 PRIVACY_BUDGET_CONSUMED = Gauge("federated_privacy_budget_consumed", "Epsilon spent so far", ["job_id"])
 PRIVACY_BUDGET_TOTAL = Gauge("federated_privacy_budget_total", "Epsilon a job may spend", ["job_id"])
+
+
+def record_model_metrics(participant_id: str, job_id: str, metrics: Mapping[str, float]) -> None:
+    """A model's evaluation on a party's rows, in the AUC and accuracy gauges (absent keys are left alone)."""
+    for gauge, key in ((MODEL_AUC, "auc"), (MODEL_ACCURACY, "accuracy")):
+        if key in metrics:
+            gauge.labels(participant_id=participant_id, job_id=job_id).set(metrics[key])
 
 
 def configure_logging(service: str, node_id: str, level: str = "info") -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Iterator
 
@@ -13,11 +11,12 @@ from fedcore.rpc import abort
 from fedcore import telemetry, tensors
 from fedcore.federation import FederationError
 from fedcore.proto import arbiter_pb2, arbiter_pb2_grpc, vertical_pb2
-from fedcore.vertical.hetero_lr import TrainingReport, fit_arbiter
+from fedcore.federation import FederationContext
+from fedcore.vertical.hetero_lr import EpochDone, fit_arbiter
 
 from fedsuite.arbiter.keys import KeyVault, UnknownKey
 from fedsuite.translate import hetero_params
-from fedsuite.vertical_node import VerticalNode, status_for
+from fedsuite.vertical_node import Report, VerticalNode, job_label, status_for
 
 POLICY = {
     "/fedsuite.v1.Arbiter/CreateKey": frozenset({"coordinator", "party"}),
@@ -61,33 +60,26 @@ class ArbiterServicer(arbiter_pb2_grpc.ArbiterServicer):
         except ValueError as err:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
         started = time.monotonic()
-        epochs: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
-        outcome: dict[str, object] = {}
+        job_id = job_label(request)
 
-        def train() -> None:
-            with telemetry.bind(job_id=request.job_id):
-                try:
-                    with self._node.session(request, context) as ctx:
-                        outcome["report"] = fit_arbiter(ctx, params, request.guest, list(request.hosts),
-                                                        on_epoch=lambda epoch, loss: epochs.put((epoch, loss)))
-                except (FederationError, ValueError) as err:
-                    telemetry.get_logger().warning("vertical_failed", reason=str(err))
-                    outcome["error"] = err
-                finally:
-                    epochs.put(None)
+        def epoch_done(done: EpochDone, report: Report) -> None:
+            telemetry.ROUND_DURATION.observe(done.seconds)
+            telemetry.TRAINING_LOSS.labels(job_id=job_id).set(done.loss or 0.0)
+            report(vertical_pb2.VerticalProgress(epoch=done.epoch, loss=done.loss or 0.0))
 
-        threading.Thread(target=train, name=f"arbiter-{request.job_id}", daemon=True).start()
-        while (progress := epochs.get()) is not None:
-            yield vertical_pb2.VerticalProgress(epoch=progress[0], loss=progress[1])
-        error = outcome.get("error")
-        if isinstance(error, Exception):
-            abort(context, status_for(error), f"{self._node.node_id}: {error}")
-        report = outcome["report"]
-        assert isinstance(report, TrainingReport)
-        yield vertical_pb2.VerticalProgress(result=vertical_pb2.VerticalResult(
-            epochs=report.epochs, converged=report.converged, losses=report.losses,
-            seconds=time.monotonic() - started,
-        ))
+        def train(ctx: FederationContext, report: Report) -> vertical_pb2.VerticalResult:
+            outcome = fit_arbiter(ctx, params, request.guest, list(request.hosts),
+                                  on_epoch=lambda done: epoch_done(done, report),
+                                  on_decrypt=telemetry.DECRYPTIONS.labels(job_id=job_id).inc)
+            return vertical_pb2.VerticalResult(epochs=outcome.epochs, converged=outcome.converged,
+                                               losses=outcome.losses, seconds=time.monotonic() - started)
+
+        with telemetry.bind(job_id=request.job_id):
+            try:
+                yield from self._node.stream(request, context, train)
+            except (FederationError, ValueError) as err:
+                telemetry.get_logger().warning("vertical_failed", reason=str(err))
+                abort(context, status_for(err), f"{self._node.node_id}: {err}")
 
     def DecryptSum(self, request_iterator: Iterator[arbiter_pb2.DecryptSumRequest],
                    context: grpc.ServicerContext) -> Iterator[arbiter_pb2.DecryptSumResponse]:
@@ -109,6 +101,7 @@ class ArbiterServicer(arbiter_pb2_grpc.ArbiterServicer):
             abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err))
         except ValueError as err:  # includes TensorStreamError
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        telemetry.DECRYPTIONS.labels(job_id=header.job_id).inc(sum(header.lengths))
         telemetry.get_logger().info("decrypted_sum", job_id=header.job_id, round=header.round,
                                     contributors=header.contributors, values=sum(header.lengths))
         for chunk in tensors.iter_chunks(values):

@@ -16,6 +16,7 @@ from fedcore.rpc import abort, peer_identity
 from fedsuite.coordinator.jobs import JobManager, JobStateError
 from fedsuite.coordinator.registry import PartyRegistry, UnknownParty
 from fedsuite.coordinator.specs import SpecError
+from fedsuite.coordinator.vertical import where_the_model_is
 from fedsuite.coordinator.store import CheckpointStore, JobNotFound
 
 PARTY_METHODS = frozenset({"RegisterParty", "Heartbeat"})
@@ -112,7 +113,8 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         except JobNotFound:
             abort(context, grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
         if info is None:
-            abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"job {request.job_id} has no model yet")
+            abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"job {request.job_id} has no model yet"
+                  if job.spec.HasField("horizontal") else where_the_model_is(job))
         weights = self._checkpoints.load(request.job_id, job.current_round)
         info.round = job.current_round
         yield pb.DownloadModelResponse(info=info)

@@ -12,6 +12,7 @@ import re
 from fedcore.proto import coordinator_pb2 as pb
 
 from fedsuite.model_versions import LATEST, check_version
+from fedsuite.predict import checked_scores_path
 from fedsuite.translate import hetero_params
 
 MAX_ROUNDS = 100_000
@@ -50,6 +51,11 @@ def normalise(spec: pb.JobSpec) -> pb.JobSpec:
         _require(bool(result.vertical_predict.model_id), "vertical_predict.model_id", "must name a trained model")
         if result.vertical_predict.model_version != LATEST:
             _check_version(result.vertical_predict.model_version, "vertical_predict.model_version")
+        if result.vertical_predict.scores_path:
+            try:
+                checked_scores_path(result.vertical_predict.scores_path, "vertical_predict.scores_path")
+            except ValueError as err:
+                raise SpecError(str(err)) from err
     return result
 
 

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 
 import grpc
 
+from fedcore import telemetry
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.proto import vertical_pb2
 from fedcore.rpc import error_text
 
 from fedsuite.coordinator.job_context import JobContext, JobFailed
 from fedsuite.translate import hetero_params
+from fedsuite.vertical_node import summary
 
 CALL_DEADLINE_S = 6 * 3600.0
 """Deadline of one node's RunVertical call; steps inside have their own, much shorter, timeouts."""
@@ -54,7 +56,7 @@ class VerticalJob:
         body = self.spec.vertical if train else self.spec.vertical_predict
         nodes = self.participants(body.guest, list(body.hosts), train, body.step_timeout_s or DEFAULT_STEP_TIMEOUT_S)
         exchange_id = f"{self.ctx.job_id}.{uuid.uuid4().hex[:8]}"  # fresh per run: a restarted job never sees old messages
-        self.ctx.event(pb.JOB_EVENT_TYPE_STARTED, parties=[n.node_id for n in nodes],
+        self.ctx.event(pb.JOB_EVENT_TYPE_STARTED, parties=[n.node_id for n in nodes], total_rounds=self.total_epochs,
                        message=f"{'training' if train else 'scoring'} with {', '.join(n.node_id for n in nodes)}")
         results = self._run_all(nodes, lambda node: self._task(node, nodes, exchange_id, train), train)
         guest = results[body.guest]
@@ -62,8 +64,18 @@ class VerticalJob:
             arbiter = results[self.arbiter[0]]  # type: ignore[index]
             guest.epochs, guest.converged = arbiter.epochs, arbiter.converged
             guest.losses[:] = arbiter.losses
+            if guest.metrics:
+                self.ctx.event(pb.JOB_EVENT_TYPE_PROGRESS, guest.epochs, total_rounds=self.total_epochs,
+                               evaluation=dict(guest.metrics), message=f"{body.guest} evaluated the model on its "
+                               f"{guest.intersection} aligned training rows: {summary(guest.metrics)}")
+        telemetry.record_model_metrics(body.guest, self.ctx.job_id, guest.metrics)
         guest.seconds = time.monotonic() - started
         return guest
+
+    @property
+    def total_epochs(self) -> int:
+        """max_iter of a training job (it may stop earlier); 0 for a predict job."""
+        return hetero_params(self.spec.vertical.params).max_iter if self.spec.HasField("vertical") else 0
 
     def participants(self, guest: str, hosts: list[str], train: bool, wait_s: float) -> list[Node]:
         """Guest, hosts (and the arbiter when training), waiting up to ``wait_s`` for them to be online."""
@@ -102,15 +114,22 @@ class VerticalJob:
             task.params.CopyFrom(self.spec.vertical.params)
             if node.role == vertical_pb2.VERTICAL_ROLE_ARBITER:
                 task.dataset = ""
+        elif node.role == vertical_pb2.VERTICAL_ROLE_GUEST:
+            task.scores_path = self.spec.vertical_predict.scores_path  # the hosts never learn where the scores go
         return task
 
     def _follow(self, stream: Iterator[vertical_pb2.VerticalProgress], train: bool) -> vertical_pb2.VerticalResult:
-        """A node's stream to its end: each epoch the arbiter reports becomes a live event; the last message is the result."""
-        max_iter = hetero_params(self.spec.vertical.params).max_iter if train else 0
+        """A node's stream to its end; the last message is the result. Each epoch the arbiter reports and
+        each step a predict job's guest reports becomes a live event."""
         for progress in stream:
             if progress.HasField("result"):
                 return progress.result
-            self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_COMMITTED, progress.epoch, total_rounds=max_iter,
+            if progress.step:
+                self.ctx.event(pb.JOB_EVENT_TYPE_PROGRESS, progress.step, total_rounds=progress.total_steps,
+                               message=progress.message)
+                continue
+            telemetry.TRAINING_LOSS.labels(job_id=self.ctx.job_id).set(progress.loss)
+            self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_COMMITTED, progress.epoch, total_rounds=self.total_epochs,
                            metrics=pb.RoundMetrics(round=progress.epoch, train_loss=progress.loss))
         raise RuntimeError("the node ended without a result")
 
@@ -137,6 +156,22 @@ class VerticalJob:
         finally:
             for call in calls.values():
                 self.ctx.untrack(call)
+
+
+def where_the_model_is(job: pb.Job) -> str:
+    """Why a vertical job has nothing to download, and what exists instead: one sentence for DownloadModel."""
+    if job.spec.HasField("vertical_predict"):
+        body = job.spec.vertical_predict
+        kept = f" (its scores stay on {body.guest}, in scores/{body.scores_path})" if body.scores_path else ""
+        return (f"job {job.job_id} is a vertical_predict job: it scored rows with model {body.model_id!r} and "
+                f"trained no model{kept}")
+    body, version = job.spec.vertical, job.vertical_result.model_version
+    model_id = body.model_id or job.job_id
+    saved = f"version {version!r}" if version else "the version training saves when it succeeds"
+    return (f"job {job.job_id} trained a split model that no single node holds: guest {body.guest} keeps its "
+            f"coefficients and intercept and each host ({', '.join(body.hosts)}) its coefficients, as model "
+            f"{model_id!r} {saved} in its state_dir; to score rows, submit a vertical_predict job with "
+            f"model_id: {model_id} (README, \"Using a model\")")
 
 
 def _failure_order(error: BaseException | None) -> int:

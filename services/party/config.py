@@ -24,4 +24,5 @@ class PartyConfig(ServerConfig):
     call_timeout_s: float = 10.0
     """Deadline of the party's calls to the coordinator."""
     state_dir: str = "party-state"
-    """Trained vertical models are saved here (``<node_id>/models/<model_id>/v<version>.json``)."""
+    """Trained vertical models are saved here (``<node_id>/models/<model_id>/v<version>.json``), and a guest's
+    per-id scores of vertical predict jobs (``<node_id>/scores/<scores_path>``)."""

@@ -37,8 +37,9 @@ class Party:
         self._channels = ChannelPool(tls, Identity(config.node_id, "party"))
         self.vertical = VerticalEndpoint(config.node_id, self._channels, insecure)
         work = LocalWork(self.catalog)
-        models = ModelStore((base_dir / config.state_dir / config.node_id / "models").resolve(), config.node_id)
-        servicer = PartyServicer(work, config.node_id, VerticalParty(work, models), self.vertical.node)
+        state = (base_dir / config.state_dir / config.node_id).resolve()
+        vertical = VerticalParty(work, ModelStore(state / "models", config.node_id), state / "scores")
+        servicer = PartyServicer(work, config.node_id, vertical, self.vertical.node)
         self.server: Server = make_server(
             config.listen, tls, {**POLICY, **EXCHANGE_POLICY},
             [service(party_pb2_grpc.add_PartyServicer_to_server, servicer, "fedsuite.v1.Party"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -99,7 +100,9 @@ class PartyServicer(party_pb2_grpc.PartyServicer):
         try:
             task, model, weights = self._receive(request_iterator)
             with telemetry.bind(job_id=task.job_id, round=task.round, party_id=self._node_id):
+                started = time.monotonic()
                 result = self._work.train(task, model, weights)
+                telemetry.ROUND_DURATION.observe(time.monotonic() - started)
                 try:
                     check_weights(model, result.weights)
                 except ValueError as err:
@@ -140,14 +143,12 @@ class PartyServicer(party_pb2_grpc.PartyServicer):
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "kind must be VERTICAL_KIND_TRAIN or VERTICAL_KIND_PREDICT")
         with telemetry.bind(job_id=request.job_id, party_id=self._node_id):
             try:
-                with self._node.session(request, context) as ctx:
-                    result = run(request, ctx)
+                yield from self._node.stream(request, context, lambda ctx, report: run(request, ctx, report))
             except FederationError as err:
                 telemetry.get_logger().warning("vertical_failed", reason=str(err))
                 abort(context, status_for(err), f"{self._node_id}: {err}")
             except (ValueError, KeyError) as err:
                 _abort(context, err)
-        yield vertical_pb2.VerticalProgress(result=result)
 
 
 def _global_chunk(request: party_pb2.TrainRequest | party_pb2.EvaluateRequest) -> tensors.tensor_pb2.TensorChunk:

@@ -166,9 +166,14 @@ def test_one_guest_two_hosts_match_centralized_and_nodes_receive_only_what_the_p
         assert Kind.NDARRAY not in kinds and Kind.ENCRYPTED in kinds, kinds
         residuals = [p for tag, src, p in training_log[host] if src == GUEST and tag.endswith("residual")]
         assert residuals and all(kind_of(p) == Kind.ENCRYPTED for p in residuals)
-    # The guest receives from hosts nothing in plaintext once the rows are aligned: no host feature or weight.
-    from_hosts = [(tag, p) for tag, src, p in training_log[GUEST] if src in HOSTS and not tag.startswith("psi")]
-    assert from_hosts and all(kind_of(p) == Kind.ENCRYPTED for _, p in from_hosts), {t for t, _ in from_hosts}
+    # The guest receives from hosts nothing in plaintext once the rows are aligned (no host feature or weight)
+    # until training ends; then each host's X_h w_h, one array, for the train AUC and KS.
+    from_hosts = [(tag, src, p) for tag, src, p in training_log[GUEST] if src in HOSTS and not tag.startswith("psi")]
+    epochs_from_hosts = [(tag, p) for tag, _, p in from_hosts if tag != "train.scores"]
+    assert epochs_from_hosts and all(kind_of(p) == Kind.ENCRYPTED for _, p in epochs_from_hosts)
+    assert sorted((src, kind_of(p)) for tag, src, p in from_hosts if tag == "train.scores") == [
+        (host, Kind.NDARRAY) for host in HOSTS]
+    assert "auc" in result.metrics and "ks" in result.metrics
 
 
 def test_host_that_disconnects_mid_training_fails_the_job_fast_and_a_rerun_finishes(

@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from fedcore.crypto.paillier import EncryptedArray, PackedArray, PrivateKey, PublicKey, generate_keypair
 from fedcore.federation import FederationContext, MemoryFederation, PeerTimeout, ProtocolError, decode
 from fedcore.vertical import (
+    EpochDone,
     GuestModel,
     HeteroLRParams,
     HostModel,
@@ -104,19 +105,23 @@ def run_roles(roles: dict[str, Callable[[], Any]], limit_s: float = 120.0) -> di
 
 
 def train(
-    split: Split, params: HeteroLRParams, keys: Keys, *, contexts: Callable[[str], FederationContext] | None = None
+    split: Split, params: HeteroLRParams, keys: Keys, *, contexts: Callable[[str], FederationContext] | None = None,
+    hooks: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """fit_arbiter, fit_guest and fit_host for every host, concurrently; raises the first failure."""
+    """fit_arbiter, fit_guest and fit_host for every host, concurrently (``hooks``: a role's on_epoch/on_decrypt
+    keyword arguments); raises the first failure."""
     hosts = list(split.hosts)
+    hooks = hooks or {}
     if contexts is None:
         federation = MemoryFederation([GUEST, ARBITER, *hosts], allow_insecure_keys=True)
         contexts = lambda party: federation.context("train", party)  # noqa: E731
     roles: dict[str, Callable[[], Any]] = {
-        ARBITER: lambda: fit_arbiter(contexts(ARBITER), params, GUEST, hosts, keypair=keys),
-        GUEST: lambda: fit_guest(contexts(GUEST), params, split.guest.X, split.y, split.guest.ids, hosts, ARBITER),
+        ARBITER: lambda: fit_arbiter(contexts(ARBITER), params, GUEST, hosts, keypair=keys, **hooks.get(ARBITER, {})),
+        GUEST: lambda: fit_guest(contexts(GUEST), params, split.guest.X, split.y, split.guest.ids, hosts, ARBITER,
+                                 **hooks.get(GUEST, {})),
     }
     for host, side in split.hosts.items():
-        roles[host] = partial(fit_host, contexts(host), params, side.X, side.ids, GUEST, ARBITER)
+        roles[host] = partial(fit_host, contexts(host), params, side.X, side.ids, GUEST, ARBITER, **hooks.get(host, {}))
     results = run_roles(roles)
     for result in results.values():
         if isinstance(result, BaseException):
@@ -304,11 +309,18 @@ def test_each_node_receives_only_what_the_protocol_allows(keys: Keys) -> None:
             else:
                 assert isinstance(value, bool | dict | PublicKey), tag
 
-    # The guest: nothing but ciphertexts from hosts during training.
+    # The guest: nothing but ciphertexts from hosts during training; after the last epoch's stop, each host's
+    # X_h w_h for the training rows (the final scoring pass, what a predict job on those rows would send).
     for src, tag, value in recorder.received(GUEST, public):
-        if src in hosts and tag.startswith("train."):
+        if src in hosts and tag == "train.scores":
+            assert isinstance(value, np.ndarray) and value.shape == (n,)
+        elif src in hosts and tag.startswith("train."):
             assert isinstance(value, EncryptedArray), tag
-        assert not isinstance(value, np.ndarray), tag
+        else:
+            assert not isinstance(value, np.ndarray), tag
+    order = [(src, dst, tag) for src, dst, tag, _ in recorder.messages]
+    for host in hosts:
+        assert order.index((host, GUEST, "train.scores")) > order.index((ARBITER, host, "train.e1.stop"))
 
 
 def test_a_tampered_reply_from_the_arbiter_is_refused(keys: Keys) -> None:
@@ -493,6 +505,37 @@ def test_prediction_reproduces_the_trained_model_on_the_training_ids(keys: Keys)
     assert scored["host-1"] == len(rows) == len(split.shared)
     ids = [split.guest.ids[row] for row in rows]
     np.testing.assert_allclose(probabilities, 1 / (1 + np.exp(-decision(split, results, ids))), rtol=1e-9)
+
+
+def test_the_guest_reports_the_final_models_train_metrics_and_every_role_times_its_epochs(keys: Keys) -> None:
+    split = breast_split(1)
+    epochs: dict[str, list[EpochDone]] = {GUEST: [], ARBITER: [], "host-1": []}
+    decrypted: list[int] = []
+    federation = MemoryFederation([GUEST, ARBITER, "host-1"], allow_insecure_keys=True)
+    recorder = RecordingTransport(federation.transport)
+    hooks: dict[str, dict[str, Any]] = {role: {"on_epoch": seen.append} for role, seen in epochs.items()}
+    hooks[ARBITER]["on_decrypt"] = decrypted.append
+    results = train(split, HeteroLRParams.from_dict({**BASE, "max_iter": 3, "batch_size": 200}), keys, hooks=hooks,
+                    contexts=lambda party: FederationContext("train", party, recorder, federation.mailbox(party), 30.0,
+                                                             allow_insecure_keys=True))
+    # the guest's metrics are those of the trained split model on the shared rows, recomputed here
+    ids = sorted(split.shared)
+    labels = split.y[_rows_of(split.guest.ids, ids)]
+    probability = 1 / (1 + np.exp(-decision(split, results, ids)))
+    metrics = results[GUEST][1].metrics
+    expected = evaluate_binary(labels, probability)
+    assert metrics.keys() == expected.keys() and all(abs(metrics[k] - expected[k]) <= 1e-9 for k in expected)
+    assert abs(metrics["auc"] - roc_auc_score(labels, probability)) <= 1e-9 and 0.9 < metrics["auc"] <= 1.0
+    assert results["host-1"][1].metrics == {} and results[ARBITER].metrics == {}
+    # each role reported each epoch once, in order, with its duration; the arbiter with the loss it decrypted
+    for role, seen in epochs.items():
+        assert [e.epoch for e in seen] == [1, 2, 3] and all(e.seconds > 0 for e in seen), role
+    assert [e.loss for e in epochs[ARBITER]] == results[ARBITER].losses and epochs[GUEST][0].loss is None
+    # the arbiter counted exactly the ciphertexts it was sent to decrypt: masked gradients and losses
+    public = keys[0]
+    sent = [value for _, tag, value in recorder.received(ARBITER, public) if tag.endswith((".gradient", ".loss"))]
+    assert len(sent) == 3 * -(-len(split.shared) // 200) * 3  # epochs x batches x (2 gradients + 1 loss)
+    assert sum(decrypted) == sum(len(v.ciphertexts) if isinstance(v, PackedArray) else len(v) for v in sent)  # type: ignore[union-attr, arg-type]
 
 
 def test_model_documents_refuse_bad_values() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 
 import grpc
 
+from fedcore import telemetry
 from fedcore.federation import PeerUnavailable
 from fedcore.proto import vertical_pb2
 from fedcore.rpc import ChannelPool, error_text
@@ -49,3 +50,4 @@ class GrpcTransport:
             call(exchange_chunks(job_id, tag, payload), timeout=self._timeout_s)
         except grpc.RpcError as err:
             raise PeerUnavailable(f"{dst} did not accept {tag!r}: {error_text(err)}") from err
+        telemetry.COMMUNICATION_BYTES.labels(direction="sent", peer=dst).inc(len(payload))

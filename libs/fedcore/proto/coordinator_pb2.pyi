@@ -51,6 +51,7 @@ class JobEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_EVENT_TYPE_SUCCEEDED: _ClassVar[JobEventType]
     JOB_EVENT_TYPE_FAILED: _ClassVar[JobEventType]
     JOB_EVENT_TYPE_CANCELLED: _ClassVar[JobEventType]
+    JOB_EVENT_TYPE_PROGRESS: _ClassVar[JobEventType]
 MODEL_TYPE_UNSPECIFIED: ModelType
 MODEL_TYPE_LOGISTIC_REGRESSION: ModelType
 MODEL_TYPE_MLP: ModelType
@@ -77,6 +78,7 @@ JOB_EVENT_TYPE_ROUND_RETRIED: JobEventType
 JOB_EVENT_TYPE_SUCCEEDED: JobEventType
 JOB_EVENT_TYPE_FAILED: JobEventType
 JOB_EVENT_TYPE_CANCELLED: JobEventType
+JOB_EVENT_TYPE_PROGRESS: JobEventType
 
 class RegisterPartyRequest(_message.Message):
     __slots__ = ("party_id", "role", "organisation", "address", "datasets")
@@ -286,7 +288,14 @@ class WatchJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "type", "round", "party_id", "message", "metrics", "parties", "total_rounds", "time", "sequence")
+    __slots__ = ("job_id", "type", "round", "party_id", "message", "metrics", "parties", "total_rounds", "time", "sequence", "evaluation")
+    class EvaluationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +306,7 @@ class JobEvent(_message.Message):
     TOTAL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     type: JobEventType
     round: int
@@ -307,7 +317,8 @@ class JobEvent(_message.Message):
     total_rounds: int
     time: float
     sequence: int
-    def __init__(self, job_id: _Optional[str] = ..., type: _Optional[_Union[JobEventType, str]] = ..., round: _Optional[int] = ..., party_id: _Optional[str] = ..., message: _Optional[str] = ..., metrics: _Optional[_Union[RoundMetrics, _Mapping]] = ..., parties: _Optional[_Iterable[str]] = ..., total_rounds: _Optional[int] = ..., time: _Optional[float] = ..., sequence: _Optional[int] = ...) -> None: ...
+    evaluation: _containers.ScalarMap[str, float]
+    def __init__(self, job_id: _Optional[str] = ..., type: _Optional[_Union[JobEventType, str]] = ..., round: _Optional[int] = ..., party_id: _Optional[str] = ..., message: _Optional[str] = ..., metrics: _Optional[_Union[RoundMetrics, _Mapping]] = ..., parties: _Optional[_Iterable[str]] = ..., total_rounds: _Optional[int] = ..., time: _Optional[float] = ..., sequence: _Optional[int] = ..., evaluation: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class DownloadModelRequest(_message.Message):
     __slots__ = ("job_id",)

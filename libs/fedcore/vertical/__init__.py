@@ -6,6 +6,7 @@ fedcore.federation's context so it runs the same in memory and over gRPC.
 
 from fedcore.vertical.alignment import Alignment, align_guest, align_host
 from fedcore.vertical.hetero_lr import (
+    EpochDone,
     GuestModel,
     HostModel,
     TrainingReport,
@@ -20,6 +21,7 @@ from fedcore.vertical.params import HeteroLRParams
 
 __all__ = [
     "Alignment",
+    "EpochDone",
     "GuestModel",
     "HeteroLRParams",
     "HostModel",

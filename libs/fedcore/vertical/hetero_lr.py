@@ -43,9 +43,17 @@ the arbiter k - 1 CRT decryptions, each about bits(n) squarings mod p^2 or q^2 (
 of a squaring mod n^2, or less): it pays when 3 b < bits(n), and then also shrinks the
 message k-fold. We pack exactly then.
 
+Evaluation. Training ends, as FATE's does when an evaluation follows it, with one scoring
+pass over the training rows: each host sends the guest its plaintext X_h w_h at the final
+weights (what a predict job on those rows sends), and the guest reports the train AUC, KS,
+accuracy, precision and recall on its labels. Per epoch this is not possible without more
+leakage: during training the guest holds u_h only encrypted, and a plaintext u_h every epoch
+would give it one linear equation in each row's host features per epoch.
+
 Privacy, semi-honest and without collusion with the arbiter: a host receives only
 ciphertexts (the residual, the prefix), its own masked gradient and stop decisions; the
-guest receives only ciphertexts from hosts; the arbiter receives only masked gradients,
+guest receives only ciphertexts from hosts until the final scoring pass (then each host's
+X_h w_h, one value per row); the arbiter receives only masked gradients,
 the loss ciphertext and scalars (penalties, weight-step norms), and learns the
 intersection size and the loss. The guest rerandomises [[d]] before sending it, because
 a host knows the obfuscators of its own [[u_h]]. Tags are unique per (epoch, batch, step).
@@ -59,6 +67,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -169,6 +178,7 @@ class TrainingReport:
     ``losses`` (one Taylor loss per epoch) is filled on the arbiter only: the loss is
     decrypted there and never sent to the parties. ``intersection`` is the aligned row
     count (the arbiter has it from the guest); ``align_seconds`` is 0 on the arbiter.
+    ``metrics`` (evaluate_binary of the training rows at the final weights) is the guest's only.
     """
 
     epochs: int
@@ -176,6 +186,20 @@ class TrainingReport:
     losses: list[float] = field(default_factory=list)
     intersection: int = 0
     align_seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    """One finished epoch as a role saw it, for progress and metrics: its number (from 1), its
+    wall-clock seconds and, on the arbiter, its loss."""
+
+    epoch: int
+    seconds: float
+    loss: float | None = None
+
+
+EpochHook = Callable[[EpochDone], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,6 +241,7 @@ def _tag(epoch: int, batch: int | None, step: str) -> str:
 
 _SETUP = "train.setup"
 _PUBLIC_KEY = "train.public_key"
+_FINAL_SCORES = "train.scores"
 
 
 @dataclass(frozen=True)
@@ -289,10 +314,13 @@ class _Party(ABC):
     optimizer: Optimizer
     pool: ObfuscatorPool
 
-    def __init__(self, ctx: FederationContext, params: HeteroLRParams, arbiter_id: str) -> None:
+    def __init__(
+        self, ctx: FederationContext, params: HeteroLRParams, arbiter_id: str, on_epoch: EpochHook | None = None
+    ) -> None:
         self.ctx = ctx
         self.params = params
         self.arbiter_id = arbiter_id
+        self._on_epoch = on_epoch
 
     def receive_public_key(self) -> PublicKey:
         """Step 1: the arbiter's key for the job; one shorter than the job asked for is refused."""
@@ -325,10 +353,13 @@ class _Party(ABC):
         """Epochs of mini-batches until the arbiter says stop or max_iter: (epochs run, converged)."""
         schedule = BatchSchedule(len(self.features), self.params.batch_size, self.params.seed)
         for epoch in range(self.params.max_iter):
-            start = self.weights.copy()
+            started, start = time.monotonic(), self.weights.copy()
             for batch, rows in enumerate(schedule.epoch()):
                 self.train_batch(epoch, batch, rows)
-            if self.conclude_epoch(epoch, start):
+            stop = self.conclude_epoch(epoch, start)
+            if self._on_epoch is not None:
+                self._on_epoch(EpochDone(epoch + 1, time.monotonic() - started))
+            if stop:
                 return epoch + 1, True
         return self.params.max_iter, False
 
@@ -388,9 +419,10 @@ class HeteroLRGuest(_Party):
     labels: np.ndarray
 
     def __init__(
-        self, ctx: FederationContext, params: HeteroLRParams, host_ids: Sequence[str], arbiter_id: str
+        self, ctx: FederationContext, params: HeteroLRParams, host_ids: Sequence[str], arbiter_id: str,
+        on_epoch: EpochHook | None = None,
     ) -> None:
-        super().__init__(ctx, params, arbiter_id)
+        super().__init__(ctx, params, arbiter_id, on_epoch)
         if not host_ids:
             raise ValueError("a vertical job needs at least one host")
         self.host_ids = list(host_ids)
@@ -410,9 +442,16 @@ class HeteroLRGuest(_Party):
             self.features, self.labels = features, y[alignment.rows].astype(np.float64)
             self.initialise(features.shape[1], np.arange(features.shape[1]) < X.shape[1])
             epochs, converged = self.train()
+        metrics = self.evaluate_training()
         weights, intercept = self.weights[: X.shape[1]], float(self.weights[-1]) if self.params.fit_intercept else 0.0
-        report = TrainingReport(epochs, converged, [], alignment.size, alignment.seconds)
+        report = TrainingReport(epochs, converged, [], alignment.size, alignment.seconds, metrics)
         return GuestModel(weights, intercept, mean, scale), report
+
+    def evaluate_training(self) -> dict[str, float]:
+        """The final scoring pass (module docstring): every host's X_h w_h for the training rows, then
+        the train metrics of the whole model on the guest's labels."""
+        probability = _joint_probability(self.ctx, _FINAL_SCORES, self.host_ids, self.features @ self.weights)
+        return evaluate_binary(self.labels, probability)
 
     def announce(self, alignment: Alignment) -> None:
         """Tell the arbiter the intersection size (it needs the batch sizes) and each host whether it
@@ -488,8 +527,11 @@ def _sum(arrays: Sequence[EncryptedArray]) -> EncryptedArray:
 class HeteroLRHost(_Party):
     """A feature holder: sends its encrypted scores, gets the encrypted residual, learns its own weights."""
 
-    def __init__(self, ctx: FederationContext, params: HeteroLRParams, guest_id: str, arbiter_id: str) -> None:
-        super().__init__(ctx, params, arbiter_id)
+    def __init__(
+        self, ctx: FederationContext, params: HeteroLRParams, guest_id: str, arbiter_id: str,
+        on_epoch: EpochHook | None = None,
+    ) -> None:
+        super().__init__(ctx, params, arbiter_id, on_epoch)
         self.guest_id = guest_id
         self.cross_term = False
 
@@ -507,6 +549,7 @@ class HeteroLRHost(_Party):
             self.features, mean, scale = _standardised(X[alignment.rows])
             self.initialise(X.shape[1], np.ones(X.shape[1], dtype=bool))
             epochs, converged = self.train()
+        self.ctx.put(_FINAL_SCORES, self.guest_id, self.features @ self.weights)  # for the guest's evaluation
         report = TrainingReport(epochs, converged, [], alignment.size, alignment.seconds)
         return HostModel(self.weights, mean, scale), report
 
@@ -556,7 +599,8 @@ class HeteroLRArbiter:
         guest_id: str,
         host_ids: Sequence[str],
         keypair: tuple[PublicKey, PrivateKey] | None = None,
-        on_epoch: Callable[[int, float], None] | None = None,
+        on_epoch: EpochHook | None = None,
+        on_decrypt: Callable[[int], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.params = params
@@ -565,6 +609,11 @@ class HeteroLRArbiter:
         self.public_key, self.private_key = keypair or generate_keypair(params.key_length)
         self._lengths: dict[str, int] = {}
         self._on_epoch = on_epoch
+        self._on_decrypt = on_decrypt
+
+    def _decrypted(self, ciphertexts: int) -> None:
+        if self._on_decrypt is not None:
+            self._on_decrypt(ciphertexts)
 
     @property
     def parties(self) -> list[str]:
@@ -583,13 +632,13 @@ class HeteroLRArbiter:
         convergence = Convergence(self.params.early_stop, self.params.tol)
         losses: list[float] = []
         for epoch in range(self.params.max_iter):
-            total = 0.0
+            started, total = time.monotonic(), 0.0
             for batch, size in enumerate(sizes):
                 self.decrypt_gradients(epoch, batch)
                 total += self.batch_loss(epoch, batch, size)
             losses.append(total / rows)
             if self._on_epoch is not None:
-                self._on_epoch(epoch + 1, losses[-1])
+                self._on_epoch(EpochDone(epoch + 1, time.monotonic() - started, losses[-1]))
             stop = convergence.converged(losses[-1], *self.weight_change(epoch))
             self.ctx.put_all(_tag(epoch, None, "stop"), self.parties, stop)
             if stop:
@@ -606,8 +655,10 @@ class HeteroLRArbiter:
             masked = self.ctx.get(_tag(epoch, batch, "gradient"), party)
             if isinstance(masked, PackedArray):
                 length, values = masked.count, self.private_key.decrypt_packed_mantissas(masked)
+                self._decrypted(len(masked.ciphertexts))
             elif isinstance(masked, EncryptedArray):
                 length, values = len(masked), self.private_key.decrypt_mantissas(masked)
+                self._decrypted(len(masked))
             else:
                 raise ProtocolError(f"{party} sent a {type(masked).__name__} as its masked gradient")
             if self._lengths.setdefault(party, length) != length:
@@ -620,6 +671,7 @@ class HeteroLRArbiter:
         if len(encrypted) != 1:
             raise ProtocolError(f"{self.guest_id} sent a loss of {len(encrypted)} values")
         total = float(self.private_key.decrypt(encrypted)[0])
+        self._decrypted(1)
         if self.params.penalty != "none":
             total += size * sum(self.ctx.get_all(_tag(epoch, batch, "penalty"), self.host_ids, float))
         return total
@@ -650,16 +702,19 @@ def fit_guest(
     ids: Sequence[str],
     host_ids: Sequence[str],
     arbiter_id: str,
+    *,
+    on_epoch: EpochHook | None = None,
 ) -> tuple[GuestModel, TrainingReport]:
-    """Train as the guest (labels y in {0, 1}, features X, one row per id)."""
-    return HeteroLRGuest(ctx, params, host_ids, arbiter_id).fit(X, y, ids)
+    """Train as the guest (labels y in {0, 1}, features X, one row per id); ``on_epoch`` after each epoch."""
+    return HeteroLRGuest(ctx, params, host_ids, arbiter_id, on_epoch).fit(X, y, ids)
 
 
 def fit_host(
-    ctx: FederationContext, params: HeteroLRParams, X: np.ndarray, ids: Sequence[str], guest_id: str, arbiter_id: str
+    ctx: FederationContext, params: HeteroLRParams, X: np.ndarray, ids: Sequence[str], guest_id: str, arbiter_id: str,
+    *, on_epoch: EpochHook | None = None,
 ) -> tuple[HostModel, TrainingReport]:
-    """Train as a host (features X, one row per id)."""
-    return HeteroLRHost(ctx, params, guest_id, arbiter_id).fit(X, ids)
+    """Train as a host (features X, one row per id); ``on_epoch`` after each epoch."""
+    return HeteroLRHost(ctx, params, guest_id, arbiter_id, on_epoch).fit(X, ids)
 
 
 def fit_arbiter(
@@ -669,35 +724,45 @@ def fit_arbiter(
     host_ids: Sequence[str],
     *,
     keypair: tuple[PublicKey, PrivateKey] | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: EpochHook | None = None,
+    on_decrypt: Callable[[int], None] | None = None,
 ) -> TrainingReport:
     """Serve as the arbiter, with a fresh key of params.key_length bits unless ``keypair`` is given.
 
-    ``on_epoch(epoch, loss)`` is called after each epoch's loss is decrypted (progress reports).
+    ``on_epoch`` is called after each epoch's loss is decrypted (progress reports), ``on_decrypt``
+    with the number of ciphertexts of each decryption (metrics).
     """
-    return HeteroLRArbiter(ctx, params, guest_id, host_ids, keypair, on_epoch).fit()
+    return HeteroLRArbiter(ctx, params, guest_id, host_ids, keypair, on_epoch, on_decrypt).fit()
 
 
 _PREDICT = "predict"
 
 
 def predict_guest(
-    ctx: FederationContext, model: GuestModel, X: np.ndarray, ids: Sequence[str], host_ids: Sequence[str]
+    ctx: FederationContext, model: GuestModel, X: np.ndarray, ids: Sequence[str], host_ids: Sequence[str],
+    *, on_aligned: Callable[[Alignment], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score the guest's rows shared with every host: (their row indices, P(y = 1)).
 
-    Rows are aligned by PSI; each host sends its plaintext X_h w_h for them (DESIGN.md).
+    Rows are aligned by PSI (``on_aligned`` is told when that is done); each host sends its
+    plaintext X_h w_h for them (DESIGN.md).
     """
     X = _checked_features(X, ids)
     alignment = align_guest(ctx, ids, host_ids, tag=f"{_PREDICT}.psi")
+    if on_aligned is not None:
+        on_aligned(alignment)
     rows = np.asarray(alignment.rows, dtype=np.int64)
-    score = model.decision(X[rows])
+    return rows, _joint_probability(ctx, f"{_PREDICT}.forward", host_ids, model.decision(X[rows]))
+
+
+def _joint_probability(ctx: FederationContext, tag: str, host_ids: Sequence[str], score: np.ndarray) -> np.ndarray:
+    """P(y = 1) from the guest's part of the linear score and each host's plaintext part, sent under ``tag``."""
     for host in host_ids:
-        part = ctx.get(f"{_PREDICT}.forward", host, np.ndarray)
+        part = ctx.get(tag, host, np.ndarray)
         if part.shape != score.shape or part.dtype != np.float64:
-            raise ProtocolError(f"{host} sent scores of shape {part.shape} and dtype {part.dtype} for {len(rows)} rows")
+            raise ProtocolError(f"{host} sent scores of shape {part.shape} and dtype {part.dtype} for {len(score)} rows")
         score = score + part
-    return rows, 0.5 * (1.0 + np.tanh(0.5 * score))  # the logistic sigmoid, without overflow
+    return 0.5 * (1.0 + np.tanh(0.5 * score))  # the logistic sigmoid, without overflow
 
 
 def predict_host(
