@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
@@ -126,13 +125,21 @@ def _job_get(args: argparse.Namespace) -> int:
 
 
 def _job_download(args: argparse.Namespace) -> int:
-    """The job's latest global model as .npz: tensors w0, w1, ... and `info`, the ModelInfo as JSON."""
+    """The job's latest global model as .npz (layout: fedsuite.predict)."""
+    from fedsuite.predict import save_model_file
+
     with _admin(args) as admin:
         model = admin.download_model(args.job_id)
-    info = json_format.MessageToJson(model.info, preserving_proto_field_name=True)
-    with open(args.out, "wb") as handle:
-        np.savez(handle, info=np.array(info), **{f"w{i}": w for i, w in enumerate(model.weights)})
+    save_model_file(model, args.out)
     console.print(f"{args.out}: round {model.info.round}, {len(model.weights)} tensors")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from fedsuite.predict import score_csv
+
+    rows = score_csv(args.model, args.data, args.out, id_column=args.id_column, label=args.label)
+    console.print(f"{args.out}: {rows} rows scored")
     return 0
 
 
@@ -255,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_job_list)
 
     commands.add_parser("parties", parents=[client], help="list registered parties").set_defaults(func=_parties)
+
+    predict = commands.add_parser("predict", help="score a CSV locally with a model saved by `job download`")
+    predict.add_argument("--model", required=True, help=".npz written by `fedsuite job download`")
+    predict.add_argument("--data", required=True, help="CSV with a header row; every column but the id and label is a feature")
+    predict.add_argument("--out", required=True, help="CSV to write: id (if any), score(s), label (if named)")
+    predict.add_argument("--id-column", help="id column copied to the output (default: `id` when the header has it)")
+    predict.add_argument("--label", help="label column: not a feature, copied to the output")
+    predict.set_defaults(func=_predict)
 
     audit = commands.add_parser("audit", help="audit logs").add_subparsers(dest="audit", required=True)
     check = audit.add_parser("verify", help="check a hash-chained audit log end to end")
