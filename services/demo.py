@@ -45,6 +45,8 @@ PARTIES = ("party-a", "party-b", "party-c")
 GUEST, HOST = "bank", "telecom"
 AUC_TOLERANCE = 0.01
 VERTICAL_AUC_TOLERANCE = 0.005
+SCORES_PATH = "breast-scores.csv"
+"""Where the vertical predict job has the guest write each id's score (under its state_dir's scores/)."""
 VERTICAL_PARAMS = {"penalty": "L2", "alpha": 0.01, "optimizer": "nesterov_momentum_sgd", "learning_rate": 0.15,
                    "max_iter": 30, "batch_size": 240, "early_stop": "diff", "tol": 1e-6, "key_length": 1024,
                    "seed": SEED}
@@ -192,14 +194,19 @@ def run_vertical(federation: LocalFederation, data_dir: Path, console: Console) 
             raise RuntimeError(f"vertical job {job_id} ended {pb.JobState.Name(trained.state)}: {trained.reason}")
         seconds = time.monotonic() - started
         predict = pb.JobSpec(name="breast-cancer-hetero-lr-score", vertical_predict=vertical_pb2.VerticalPredictSpec(
-            guest=GUEST, hosts=[HOST], guest_dataset="breast_guest", host_dataset="breast_host", model_id=job_id))
+            guest=GUEST, hosts=[HOST], guest_dataset="breast_guest", host_dataset="breast_host", model_id=job_id,
+            scores_path=SCORES_PATH))
         scored = admin.wait(admin.submit(predict), 300)
         if scored.state != pb.JOB_STATE_SUCCEEDED:
             raise RuntimeError(f"vertical scoring ended {pb.JobState.Name(scored.state)}: {scored.reason}")
     result, metrics = trained.vertical_result, dict(scored.vertical_result.metrics)
     central = vertical_centralized_auc(data, VERTICAL_PARAMS["alpha"])
+    scores_file = federation.workdir / "party-state" / GUEST / "scores" / SCORES_PATH  # the guest's own file
+    with open(scores_file, newline="") as handle:
+        scores_rows = sum(1 for _ in csv.reader(handle)) - 1
     return {
         "job_id": job_id, "auc": metrics["auc"], "ks": metrics["ks"], "accuracy": metrics["accuracy"],
+        "train_auc": result.metrics["auc"], "train_ks": result.metrics["ks"], "scores_rows": scores_rows,
         "centralized_auc": central, "intersection": result.intersection, "expected_intersection": data["intersection"],
         "epochs": result.epochs, "seconds": round(seconds, 2), "seconds_per_epoch": round(result.seconds / max(result.epochs, 1), 3),
         "within_tolerance": abs(metrics["auc"] - central) <= VERTICAL_AUC_TOLERANCE
@@ -227,6 +234,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(
         f"vertical: hetero logistic regression, {GUEST} (label + 10 features) and {HOST} (20 features), "
         f"{v['intersection']} rows aligned by PSI, {v['seconds_per_epoch']:.3f} s/epoch; "
+        f"train AUC {v['train_auc']:.4f}, KS {v['train_ks']:.4f} (the guest's, at the end of training); "
+        f"{v['scores_rows']} per-id scores kept on {GUEST}; "
         f"|AUC - central| = {abs(v['auc'] - v['centralized_auc']):.4f} (tolerance {VERTICAL_AUC_TOLERANCE})"
     )
     console.print("all checks passed" if report["ok"] else "[bold red]a check failed[/]")

@@ -23,6 +23,9 @@ def test_demo_trains_both_jobs_within_tolerance_and_writes_the_report(tmp_path: 
     assert abs(v["auc"] - v["centralized_auc"]) <= 0.005
     assert {"auc", "centralized_auc", "intersection", "epochs", "seconds"} <= set(v)
     assert v["intersection"] == v["expected_intersection"] == 529
+    # the training job's own evaluation is the predict job's on the same rows; the guest kept a score per id
+    assert abs(v["train_auc"] - v["auc"]) <= 1e-9 and abs(v["train_ks"] - v["ks"]) <= 1e-9
+    assert v["scores_rows"] == 529
     assert report["ok"] is True and "all checks passed" in done.stdout
     # every node ran as its own process, over mTLS, and logged JSON lines
     logs = sorted(p.name for p in (tmp_path / "run" / "logs").iterdir())
