@@ -57,6 +57,9 @@ class CoordinatorAdmin:
     def cancel(self, job_id: str) -> pb.Job:
         return self._stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=self.timeout_s)
 
+    def resume(self, job_id: str) -> pb.Job:
+        return self._stub.ResumeJob(pb.ResumeJobRequest(job_id=job_id), timeout=self.timeout_s)
+
     def parties(self) -> list[pb.PartyInfo]:
         return list(self._stub.ListParties(pb.ListPartiesRequest(), timeout=self.timeout_s).parties)
 

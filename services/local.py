@@ -7,6 +7,7 @@ through this module, so there is one way to do it and it is the way users do it:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -164,6 +165,22 @@ class LocalFederation:
         node = NodeProcess(old.name, old.kind, old.config_path, old.port, old.metrics_port, old.log_path, process)
         self.nodes[name] = node
         self.wait_serving(node)
+        return node
+
+    def registrations(self, party: str) -> int:
+        """How many times the party's processes registered with the coordinator (their JSON log says)."""
+        lines = self.nodes[party].log_path.read_text(errors="replace").splitlines()
+        return sum(1 for line in lines if line.startswith("{") and json.loads(line).get("event") == "registered")
+
+    def restart_party(self, party: str, timeout_s: float = STARTUP_TIMEOUT_S) -> NodeProcess:
+        """Start a (killed) party again and wait until its new process has registered."""
+        before = self.registrations(party)
+        node = self.restart(party)
+        deadline = time.monotonic() + timeout_s
+        while self.registrations(party) <= before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{party} did not register again within {timeout_s}s:\n{self.log_tail(party)}")
+            time.sleep(0.1)
         return node
 
     def start_arbiter(self, name: str = "arbiter", **settings: Any) -> NodeProcess:

@@ -45,6 +45,9 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     *KEEPALIVE_OPTIONS,
+    # gRPC's reconnect backoff grows to 120 s by default: a peer that restarts (an arbiter has no
+    # registration to tell us) would stay unreachable that long although it listens again.
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     *CHANNEL_OPTIONS,
@@ -348,6 +351,18 @@ class ChannelPool:
             if target not in self._channels:
                 self._channels[target] = make_channel(target, self._tls, self._identity)
             return self._channels[target]
+
+    def replace(self, *targets: str) -> None:
+        """Drop and close the channels to ``targets``, so the next call dials afresh.
+
+        A peer that restarted must be reachable at once: a cached channel to its old
+        process may sit in gRPC's reconnect backoff (up to minutes) although the new
+        process listens. Calls in flight on the old channel end with CANCELLED.
+        """
+        with self._lock:
+            stale = [self._channels.pop(t) for t in targets if t in self._channels]
+        for channel in stale:
+            channel.close()
 
     def close(self) -> None:
         with self._lock:

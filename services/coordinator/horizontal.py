@@ -36,18 +36,39 @@ PAILLIER_EXPONENT = -40
 
 
 class _PlainUpdates:
-    """Updates in plaintext: RAW chunks added into a StreamingFedAvg."""
+    """Updates in plaintext: RAW chunks checked against the job's bounds, then added into a StreamingFedAvg.
 
-    def __init__(self, specs: Sequence[tensors.TensorSpec]) -> None:
+    Each chunk is checked before it is added, so a finite but huge update (3e38) never
+    reaches the sum, and a party whose update drifts further than ``max_update_norm``
+    from the global model is refused as soon as its running norm passes the bound.
+    """
+
+    def __init__(self, specs: Sequence[tensors.TensorSpec], global_weights: Sequence[np.ndarray],
+                 max_abs_weight: float, max_update_norm: float) -> None:
         self._specs = specs
+        self._global = global_weights
+        self._max_abs = max_abs_weight
+        self._max_norm = max_update_norm
+        self._squared_norms: dict[str, float] = {}
         self.aggregator = StreamingFedAvg(specs)
 
     def reader(self) -> tensors.TensorStreamReader:
         return tensors.TensorStreamReader(self._specs)
 
     def add(self, party_id: str, part: tensors.ChunkValues) -> int:
-        self.aggregator.add_update_chunk(party_id, part.tensor_index, part.element_offset, part.values)
-        return int(part.values.nbytes)
+        values = part.values
+        if values.size and float(np.abs(values).max()) > self._max_abs:
+            raise ValueError(f"a weight of magnitude {float(np.abs(values).max()):.3g} exceeds "
+                             f"max_abs_weight={self._max_abs:g}")
+        if self._max_norm:
+            start = part.element_offset
+            base = self._global[part.tensor_index].reshape(-1)[start : start + values.size]
+            squared = self._squared_norms.get(party_id, 0.0) + float(np.sum((values - base).astype(np.float64) ** 2))
+            self._squared_norms[party_id] = squared
+            if squared > self._max_norm**2:
+                raise ValueError(f"its update's L2 norm exceeds max_update_norm={self._max_norm:g}")
+        self.aggregator.add_update_chunk(party_id, part.tensor_index, part.element_offset, values)
+        return int(values.nbytes)
 
 
 class _EncryptedUpdates:
@@ -84,7 +105,9 @@ class HorizontalFedAvgJob:
 
     # -- the protocol ---------------------------------------------------------
     def run(self) -> None:
-        info = self.setup()
+        holders = self.wait_for_parties(self.spec.min_parties, {}, pending=True)
+        self.ctx.running()
+        info = self.setup(holders)
         committed = self.ctx.store.get_job(self.ctx.job_id).current_round
         shapes = build_model(model_config(info.model, info.n_features, info.n_classes)).shapes()
         specs = [tensors.TensorSpec(tuple(shape), np.dtype("<f4")) for shape in shapes]
@@ -97,12 +120,11 @@ class HorizontalFedAvgJob:
             with telemetry.bind(round=round_number):
                 global_chunks = self.run_round(round_number, global_chunks, specs, info)
 
-    def setup(self) -> pb.ModelInfo:
+    def setup(self, holders: Sequence[pb.PartyInfo]) -> pb.ModelInfo:
         """Agree on features, classes and scaling with the parties, then checkpoint round 0."""
         existing = self.ctx.store.model_info(self.ctx.job_id)
         if existing is not None:
             return existing
-        holders = self.wait_for_parties(self.spec.min_parties, set(), "setup")
         stats = self._describe(holders)
         widths = {s.n_features for s in stats.values()}
         if len(widths) != 1:
@@ -148,7 +170,7 @@ class HorizontalFedAvgJob:
         started = time.monotonic()
         excluded: dict[str, str] = {}
         for attempt in range(self.spec.max_round_retries + 1):
-            parties = self.sample_parties(round_number, attempt, set(excluded))
+            parties = self.sample_parties(round_number, attempt, excluded)
             outcome = self.train_round(round_number, parties, global_chunks, specs, info)
             excluded.update(outcome.dropped)
             arrived = outcome.aggregator.completed()
@@ -179,26 +201,41 @@ class HorizontalFedAvgJob:
             f"{self.spec.max_round_retries + 1} attempt(s); {detail}"
         )
 
-    def wait_for_parties(self, needed: int, excluded: set[str], purpose: str) -> list[pb.PartyInfo]:
-        """Online parties holding the dataset, waiting up to round_timeout_s for ``needed`` of them."""
+    def wait_for_parties(
+        self, needed: int, excluded: dict[str, str], pending: bool = False, wait: bool = True,
+    ) -> list[pb.PartyInfo]:
+        """At least ``needed`` online parties holding the dataset, not ``excluded``; waits for offline ones
+        up to round_timeout_s (``wait``), saying what it waits for, then fails naming who is missing."""
         deadline = time.monotonic() + self.spec.round_timeout_s
         while True:
             self.ctx.check_cancelled()
             holders = [p for p in self.ctx.registry.online_holding(self.spec.dataset) if p.party_id not in excluded]
-            if len(holders) >= needed or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-        if len(holders) < needed and purpose == "setup":
-            names = ", ".join(p.party_id for p in holders) or "none"
-            raise JobFailed(
-                f"only {len(holders)} online part{'y' if len(holders) == 1 else 'ies'} hold dataset "
-                f"{self.spec.dataset!r} ({names}); min_parties={needed}"
+            if len(holders) >= needed:
+                return holders
+            offline = sorted(
+                p.party_id for p in self.ctx.registry.parties()
+                if not p.online and p.party_id not in excluded and any(d.name == self.spec.dataset for d in p.datasets)
             )
-        return holders
+            shortfall = (
+                f"{len(holders)} of the min_parties={needed} parties holding dataset {self.spec.dataset!r} are online "
+                f"({', '.join(p.party_id for p in holders) or 'none'})"
+                + (f"; offline: {', '.join(offline)}" if offline else "")
+                + "".join(f"; {p} dropped: {why}" for p, why in sorted(excluded.items()))
+            )
+            if not (wait and offline) or time.monotonic() >= deadline:
+                raise JobFailed(shortfall)
+            self.ctx.waiting(f"waiting up to round_timeout_s={self.spec.round_timeout_s:g} s: {shortfall}", pending)
+            time.sleep(0.2)
 
-    def sample_parties(self, round_number: int, attempt: int, excluded: set[str]) -> list[pb.PartyInfo]:
-        """max(min_parties, ceil(fraction * online)) parties, drawn reproducibly from the job's seed."""
-        holders = self.wait_for_parties(self.spec.min_parties, excluded, "round")
+    def sample_parties(self, round_number: int, attempt: int, excluded: dict[str, str]) -> list[pb.PartyInfo]:
+        """max(min_parties, ceil(fraction * online)) parties, drawn reproducibly from the job's seed.
+
+        Only the first attempt waits for offline parties; a retry does not wait again for a party
+        it knows is gone."""
+        try:
+            holders = self.wait_for_parties(self.spec.min_parties, excluded, wait=attempt == 0)
+        except JobFailed as err:
+            raise JobFailed(f"round {round_number} cannot meet its quorum: {err}") from None
         count = min(len(holders), max(self.spec.min_parties, math.ceil(self.spec.fraction * len(holders))))
         chosen = random.Random(f"{self.spec.seed}/{round_number}/{attempt}").sample(holders, count)
         chosen.sort(key=lambda p: p.party_id)
@@ -212,7 +249,9 @@ class HorizontalFedAvgJob:
     ) -> RoundOutcome:
         """Stream the global model to each party and add each update into the accumulator as it arrives."""
         updates: _PlainUpdates | _EncryptedUpdates = (
-            _EncryptedUpdates(specs, PublicKey.from_n(info.paillier_n)) if info.paillier_n else _PlainUpdates(specs)
+            _EncryptedUpdates(specs, PublicKey.from_n(info.paillier_n)) if info.paillier_n
+            else _PlainUpdates(specs, self._global_weights(global_chunks, specs), self.spec.max_abs_weight,
+                               self.spec.max_update_norm)
         )
         aggregator = updates.aggregator
         task = self._task(round_number, info)
@@ -243,7 +282,7 @@ class HorizontalFedAvgJob:
         sent = sum(len(c) for c in global_chunks)
         received = 0
         call = self.ctx.parties.train(party.address, task, global_chunks, remaining)
-        self.ctx.track(call)  # type: ignore[arg-type]
+        self.ctx.track(call, party.party_id)  # type: ignore[arg-type]
         reader = updates.reader()
         loss: float | None = None
         try:
@@ -262,7 +301,7 @@ class HorizontalFedAvgJob:
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
                 return f"DEADLINE_EXCEEDED: no whole update within round_timeout_s={self.spec.round_timeout_s}"
-            return error_text(err)
+            return self.ctx.lost_reason(party.party_id) or error_text(err)
         except (tensors.TensorStreamError, ValueError) as err:
             call.cancel()  # type: ignore[attr-defined]
             return f"INVALID_ARGUMENT: rejected update: {err}"
@@ -299,19 +338,14 @@ class HorizontalFedAvgJob:
         if not holders:
             return None, {}
         task = self._task(round_number, info)
-        futures = {
-            p.party_id: self.ctx.executor.submit(
-                self.ctx.parties.evaluate, p.address, task, chunks, self.spec.round_timeout_s
-            )
-            for p in holders
-        }
+        replies, failures = self.ctx.gather({
+            p.party_id: self.ctx.parties.evaluate(p.address, task, chunks, self.spec.round_timeout_s) for p in holders
+        })
+        for party_id, reason in failures.items():
+            self.ctx.log.warning("evaluation_failed", party_id=party_id, reason=reason)
         by_party: dict[str, common_pb2.EvalMetrics] = {}
-        for party_id, future in futures.items():
-            try:
-                metrics = future.result().metrics
-            except grpc.RpcError as err:
-                self.ctx.log.warning("evaluation_failed", party_id=party_id, reason=error_text(err))
-                continue
+        for party_id, reply in replies.items():
+            metrics = reply.metrics
             if metrics.n_samples > 0 and math.isfinite(metrics.loss) and 0 <= metrics.accuracy <= 1:
                 by_party[party_id] = metrics
         if not by_party:
@@ -335,10 +369,8 @@ class HorizontalFedAvgJob:
             sums = self.ctx.parties.decrypt_sum(self.ctx.arbiter[1], header, result.sums, self.spec.round_timeout_s)
         except grpc.RpcError as err:
             raise JobFailed(f"round {round_number}: the arbiter did not decrypt the aggregate: {error_text(err)}") from err
-        weights = [(flat / result.total_weight).astype(spec.dtype).reshape(spec.shape) for flat, spec in zip(sums, specs)]
-        if not all(np.isfinite(w).all() for w in weights):
-            raise JobFailed(f"round {round_number}: the decrypted aggregate is not finite")
-        return weights
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, which commit refuses
+            return [(flat / result.total_weight).astype(spec.dtype).reshape(spec.shape) for flat, spec in zip(sums, specs)]
 
     def commit(
         self, round_number: int, weights: list[np.ndarray], parties: list[str], train_loss: float,
@@ -348,6 +380,7 @@ class HorizontalFedAvgJob:
 
         Returns the new model serialised for the next round (the same chunks the evaluation used).
         """
+        self._check_aggregate(round_number, weights)
         chunks = serialise_global_chunks(weights)
         metrics = pb.RoundMetrics(round=round_number, parties=parties, train_loss=train_loss)
         every = self.spec.evaluate_every
@@ -374,6 +407,21 @@ class HorizontalFedAvgJob:
         return chunks
 
     # -- helpers ----------------------------------------------------------------
+    def _check_aggregate(self, round_number: int, weights: Sequence[np.ndarray]) -> None:
+        """Never commit a model that would poison every later round: finite and within max_abs_weight."""
+        for array in weights:
+            if not np.isfinite(array).all():
+                raise JobFailed(f"round {round_number}: the aggregated model is not finite; it was not committed")
+            if array.size and float(np.abs(array).max()) > self.spec.max_abs_weight:
+                raise JobFailed(f"round {round_number}: the aggregated model has a weight beyond "
+                                f"max_abs_weight={self.spec.max_abs_weight:g}; it was not committed")
+
+    def _global_weights(self, global_chunks: Sequence[bytes], specs: Sequence[tensors.TensorSpec]) -> list[np.ndarray]:
+        """The round's global model as arrays, only when max_update_norm needs it (it costs a model's memory)."""
+        if not self.spec.max_update_norm:
+            return []
+        return tensors.assemble((party_pb2.TrainRequest.FromString(c).global_chunk for c in global_chunks), specs)
+
     def _task(self, round_number: int, info: pb.ModelInfo) -> party_pb2.TrainTask:
         s = self.spec
         return party_pb2.TrainTask(
@@ -385,19 +433,12 @@ class HorizontalFedAvgJob:
         )
 
     def _describe(self, holders: Sequence[pb.PartyInfo]) -> dict[str, party_pb2.DescribeDataResponse]:
-        futures = {
-            p.party_id: self.ctx.executor.submit(
-                self.ctx.parties.describe_data, p.address, self.ctx.job_id, self.spec.dataset, self.ctx.call_timeout_s
-            )
+        stats, failures = self.ctx.gather({
+            p.party_id: self.ctx.parties.describe_data(p.address, self.ctx.job_id, self.spec.dataset,
+                                                       self.ctx.call_timeout_s)
             for p in holders
-        }
-        stats: dict[str, party_pb2.DescribeDataResponse] = {}
-        failures: list[str] = []
-        for party_id, future in futures.items():
-            try:
-                stats[party_id] = future.result()
-            except grpc.RpcError as err:
-                failures.append(f"{party_id}: {error_text(err)}")
+        })
         if len(stats) < self.spec.min_parties:
-            raise JobFailed(f"could not describe dataset {self.spec.dataset!r} on enough parties: {'; '.join(failures)}")
+            detail = "; ".join(f"{p}: {why}" for p, why in sorted(failures.items()))
+            raise JobFailed(f"could not describe dataset {self.spec.dataset!r} on enough parties: {detail}")
         return stats

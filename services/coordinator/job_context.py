@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
 from fedcore import telemetry
 from fedcore.audit import AuditLog
 from fedcore.proto import coordinator_pb2 as pb
+from fedcore.rpc import error_text
 
 from fedsuite.coordinator.party_client import PartyClient
 from fedsuite.coordinator.registry import PartyRegistry
@@ -46,8 +48,10 @@ class JobContext:
     """(node id, address) of the arbiter, for jobs that need one."""
     audit: AuditLog | None = None
     """Where rounds and decryption requests are recorded."""
-    _calls: set[grpc.Call] = field(default_factory=set)
+    _calls: dict[grpc.Call, str] = field(default_factory=dict)
     _calls_lock: threading.Lock = field(default_factory=threading.Lock)
+    _lost: dict[str, str] = field(default_factory=dict)
+    _waiting_for: str = ""
 
     def event(self, kind: int, round_number: int = 0, **fields: object) -> None:
         self.emit(pb.JobEvent(job_id=self.job_id, type=kind, round=round_number, **fields))  # type: ignore[arg-type]
@@ -56,17 +60,72 @@ class JobContext:
         if self.cancelled.is_set():
             raise JobCancelled()
 
-    def track(self, call: grpc.Call) -> None:
+    # -- state the job shows while it waits for parties --------------------------------
+    def waiting(self, reason: str, pending: bool) -> None:
+        """The job waits for parties: say so once per reason (a WAITING event), and be PENDING if it has
+        not started rounds yet, so that GetJob and `job watch` show what it waits for."""
+        if reason == self._waiting_for:
+            return
+        self._waiting_for = reason
+        if pending:
+            self.store.set_state(self.job_id, pb.JOB_STATE_PENDING, reason)
+        self.event(pb.JOB_EVENT_TYPE_WAITING, message=reason)
+        self.log.info("job_waiting", reason=reason)
+
+    def running(self) -> None:
+        """The parties are there: the job is RUNNING."""
+        self._waiting_for = ""
+        self.store.set_state(self.job_id, pb.JOB_STATE_RUNNING)
+
+    # -- calls in flight, cancelled when the job is or when their party goes offline ---
+    def track(self, call: grpc.Call, party_id: str = "") -> None:
         with self._calls_lock:
-            self._calls.add(call)
+            self._calls[call] = party_id
         if self.cancelled.is_set():
             call.cancel()
 
     def untrack(self, call: grpc.Call) -> None:
         with self._calls_lock:
-            self._calls.discard(call)
+            self._calls.pop(call, None)
 
     def cancel_calls(self) -> None:
         with self._calls_lock:
             for call in list(self._calls):
                 call.cancel()
+
+    def party_lost(self, party_id: str, reason: str) -> None:
+        """``party_id`` went offline: cancel its calls now rather than wait for their deadlines."""
+        with self._calls_lock:
+            self._lost[party_id] = reason
+            calls = [c for c, p in self._calls.items() if p == party_id]
+        for call in calls:
+            call.cancel()
+
+    def party_back(self, party_id: str) -> None:
+        with self._calls_lock:
+            self._lost.pop(party_id, None)
+
+    def gather(self, futures: Mapping[str, grpc.Future]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Each party's reply, or why there is none: ({party: reply}, {party: reason}).
+
+        The calls are tracked, so a party that goes offline ends its wait at once.
+        """
+        for party_id, future in futures.items():
+            self.track(future, party_id)  # type: ignore[arg-type]
+        replies: dict[str, Any] = {}
+        failures: dict[str, str] = {}
+        try:
+            for party_id, future in futures.items():
+                try:
+                    replies[party_id] = future.result()
+                except (grpc.RpcError, grpc.FutureCancelledError) as err:
+                    failures[party_id] = self.lost_reason(party_id) or error_text(err)
+        finally:
+            for future in futures.values():
+                self.untrack(future)  # type: ignore[arg-type]
+        return replies, failures
+
+    def lost_reason(self, party_id: str) -> str | None:
+        """Why the party's calls were cancelled, if they were because it went offline."""
+        with self._calls_lock:
+            return self._lost.get(party_id)

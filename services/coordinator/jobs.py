@@ -16,6 +16,7 @@ from fedcore.audit import AuditLog
 from fedcore.proto import coordinator_pb2 as pb
 
 from fedsuite.coordinator import specs
+from fedsuite.coordinator.admission import check_runnable
 from fedsuite.coordinator.horizontal import HorizontalFedAvgJob
 from fedsuite.coordinator.job_context import JobCancelled, JobContext, JobFailed
 from fedsuite.coordinator.party_client import PartyClient
@@ -51,11 +52,13 @@ class JobManager:
         self._contexts: dict[str, JobContext] = {}
         self._changed = threading.Condition()
         self._closing = False
+        registry.subscribe(self._party_status)
 
     # -- API ----------------------------------------------------------------------
     def submit(self, spec: pb.JobSpec) -> str:
-        """Validate, store and start a job; SpecError on a bad spec."""
+        """Validate, store and start a job; SpecError on a bad spec, JobRefused when it cannot run."""
         normalised = specs.normalise(spec)
+        check_runnable(normalised, self._registry.parties())
         job_id = uuid.uuid4().hex[:12]
         self._store.create_job(job_id, normalised)
         self._audit.record("job_submitted", job_id=job_id, name=normalised.name, kind=normalised.WhichOneof("kind"))
@@ -83,6 +86,26 @@ class JobManager:
             context = self._contexts.get(job_id)
             if context is not None:
                 context.cancel_calls()
+        return self._store.get_job(job_id)
+
+    def resume(self, job_id: str) -> pb.Job:
+        """Run a failed job again from its last committed round; JobStateError unless it failed."""
+        job = self._store.get_job(job_id)
+        if job.state != pb.JOB_STATE_FAILED:
+            raise JobStateError(f"job {job_id} is {pb.JobState.Name(job.state)}; only a failed job can be resumed")
+        check_runnable(job.spec, self._registry.parties())
+        thread = self._threads.get(job_id)
+        if thread is not None and thread.is_alive():
+            raise JobStateError(f"job {job_id} is still winding down; resume it in a moment")
+        event = pb.JobEvent(job_id=job_id, type=pb.JOB_EVENT_TYPE_RESUMED, round=job.current_round,
+                            message=f"resumed after round {job.current_round} (it had failed: {job.reason})")
+        if not self._store.reopen_job(job_id, event):
+            raise JobStateError(f"job {job_id} changed state; it can no longer be resumed")
+        with self._changed:
+            self._changed.notify_all()
+        self._audit.record("job_resumed", job_id=job_id, after_round=job.current_round)
+        log.info("job_resumed", job_id=job_id, after_round=job.current_round)
+        self._start(job_id)
         return self._store.get_job(job_id)
 
     def watch(self, job_id: str, still_wanted: Callable[[], bool] = lambda: True) -> Iterator[pb.JobEvent]:
@@ -124,6 +147,14 @@ class JobManager:
             self._changed.notify_all()
 
     # -- internals ------------------------------------------------------------------
+    def _party_status(self, party_id: str, online: bool) -> None:
+        """Running jobs stop waiting for a party whose heartbeat lapsed (and may use it again once back)."""
+        for context in list(self._contexts.values()):
+            if online:
+                context.party_back(party_id)
+            else:
+                context.party_lost(party_id, f"{party_id} went offline (no heartbeat within party_timeout_s)")
+
     def _emit(self, event: pb.JobEvent) -> None:
         self._store.append_event(event)
         with self._changed:
@@ -146,7 +177,6 @@ class JobManager:
                 audit=self._audit,
             )
             self._contexts[job_id] = context
-            self._store.set_state(job_id, pb.JOB_STATE_RUNNING)
             try:
                 if job.spec.WhichOneof("kind") == "horizontal":
                     HorizontalFedAvgJob(context, job.spec.horizontal).run()

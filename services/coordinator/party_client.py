@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
+import grpc
 import numpy as np
 
 from fedcore import tensors
@@ -72,14 +73,15 @@ class PartyClient:
         self._channels = channels
         self.gate = gate or FlowGate()
 
-    def describe_data(self, address: str, job_id: str, dataset: str, timeout_s: float) -> party_pb2.DescribeDataResponse:
+    def describe_data(self, address: str, job_id: str, dataset: str, timeout_s: float) -> grpc.Future:
+        """Ask for the dataset's statistics; a cancellable future of the DescribeDataResponse."""
         channel = self._channels.get(address)
         call = channel.unary_unary(
             "/fedsuite.v1.Party/DescribeData",
             request_serializer=party_pb2.DescribeDataRequest.SerializeToString,
             response_deserializer=party_pb2.DescribeDataResponse.FromString,
         )
-        return call(party_pb2.DescribeDataRequest(job_id=job_id, dataset=dataset), timeout=timeout_s)
+        return call.future(party_pb2.DescribeDataRequest(job_id=job_id, dataset=dataset), timeout=timeout_s)
 
     def train(
         self, address: str, task: party_pb2.TrainTask, global_chunks: Sequence[bytes], timeout_s: float
@@ -92,11 +94,13 @@ class PartyClient:
 
     def evaluate(
         self, address: str, task: party_pb2.TrainTask, global_chunks: Sequence[bytes], timeout_s: float
-    ) -> party_pb2.EvaluateResponse:
+    ) -> grpc.Future:
+        """Stream the global model for scoring; a cancellable future of the EvaluateResponse."""
         call = self._channels.get(address).stream_unary(
             _EVALUATE, request_serializer=None, response_deserializer=party_pb2.EvaluateResponse.FromString
         )
-        return call(_with_task(party_pb2.EvaluateRequest(task=task), self.gate.paced(global_chunks)), timeout=timeout_s)
+        return call.future(_with_task(party_pb2.EvaluateRequest(task=task), self.gate.paced(global_chunks)),
+                           timeout=timeout_s)
 
 
     def run_vertical(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from fedcore import telemetry
 from fedcore.audit import AuditLog
@@ -24,24 +25,35 @@ class UnknownParty(KeyError):
 class PartyRegistry:
     """Registered parties, persisted so a restarted coordinator still knows their addresses."""
 
-    def __init__(self, store: SqliteStore, party_timeout_s: float, audit: AuditLog) -> None:
+    def __init__(self, store: SqliteStore, party_timeout_s: float, audit: AuditLog,
+                 on_register: Callable[..., None] = lambda *addresses: None) -> None:
+        """``on_register(*addresses)`` is told a party's old and new address when it (re-)registers."""
         self._store = store
+        self._on_register = on_register
         self._audit = audit
         self._timeout = party_timeout_s
         self._lock = threading.Lock()
         self._parties = {p.party_id: p for p in store.load_parties()}
         self._last_seen: dict[str, float] = {}
+        self._reported: dict[str, bool] = {}
+        self._listeners: list[Callable[[str, bool], None]] = []
         for party_id in self._parties:
             telemetry.PARTICIPANT_STATUS.labels(participant_id=party_id).set(0)
 
     def register(self, party: pb.PartyInfo) -> None:
         with self._lock:
+            previous = self._parties.get(party.party_id)
             record = pb.PartyInfo()
             record.CopyFrom(party)
             record.last_seen = time.time()
             self._parties[party.party_id] = record
             self._last_seen[party.party_id] = time.monotonic()
             self._store.save_party(record)
+        # A registration means a (re)started process: never reuse a channel to the old one.
+        self._on_register(*{party.address, *([previous.address] if previous else [])})
+        self._reported[party.party_id] = True
+        for listener in self._listeners:
+            listener(party.party_id, True)
         self._audit.record("party_registered", party_id=party.party_id, address=party.address,
                            datasets=[d.name for d in party.datasets])
         telemetry.PARTICIPANT_STATUS.labels(participant_id=party.party_id).set(1)
@@ -74,7 +86,16 @@ class PartyRegistry:
         """Online parties that hold ``dataset``, sorted by id."""
         return [p for p in self.parties() if p.online and any(d.name == dataset for d in p.datasets)]
 
+    def subscribe(self, listener: Callable[[str, bool], None]) -> None:
+        """``listener(party_id, online)`` is called from ``refresh_status`` when a party goes offline or
+        comes back, so running rounds stop waiting for a party the moment its heartbeat lapses."""
+        self._listeners.append(listener)
+
     def refresh_status(self) -> None:
-        """Publish each party's online flag as ``federated_participant_status``."""
+        """Publish each party's online flag as ``federated_participant_status``; tell listeners of changes."""
         for party in self.parties():
             telemetry.PARTICIPANT_STATUS.labels(participant_id=party.party_id).set(1 if party.online else 0)
+            if self._reported.get(party.party_id, party.online) != party.online:
+                for listener in self._listeners:
+                    listener(party.party_id, party.online)
+            self._reported[party.party_id] = party.online

@@ -30,8 +30,8 @@ class Coordinator:
         self.store = SqliteStore(state / "coordinator.db")
         self.audit = AuditLog(state / "audit.log")
         checkpoints = CheckpointStore(state / "checkpoints")
-        self.registry = PartyRegistry(self.store, config.party_timeout_s, self.audit)
         self._channels = ChannelPool(tls, Identity(config.node_id, "coordinator"))
+        self.registry = PartyRegistry(self.store, config.party_timeout_s, self.audit, self._channels.replace)
         arbiter = (config.arbiter_id, config.arbiter) if config.arbiter else None
         self.jobs = JobManager(self.store, checkpoints, self.registry, PartyClient(self._channels),
                                config.call_timeout_s, arbiter, self.audit)

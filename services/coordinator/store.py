@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -117,10 +117,27 @@ class SqliteStore:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def set_state(self, job_id: str, state: int) -> bool:
-        """Move an unfinished job to a non-final ``state``; True when it moved."""
+    def set_state(self, job_id: str, state: int, reason: str = "") -> bool:
+        """Move an unfinished job to a non-final ``state`` (PENDING says why in ``reason``); True when it moved."""
         with self._lock:
-            return self._set_state(job_id, state, "")
+            return self._set_state(job_id, state, reason)
+
+    def reopen_job(self, job_id: str, event: pb.JobEvent) -> bool:
+        """Move a FAILED job back to PENDING and store ``event``, in one transaction; True when it moved."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._db.execute(
+                    "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE job_id = ? AND state = ?",
+                    (pb.JOB_STATE_PENDING, "resumed", time.time(), job_id, pb.JOB_STATE_FAILED),
+                )
+                if cursor.rowcount == 1:
+                    self._append_event(event)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return cursor.rowcount == 1
 
     def finish_job(self, job_id: str, state: int, reason: str, event: pb.JobEvent) -> bool:
         """End an unfinished job and store its final event, in one transaction; True when it ended here."""
@@ -234,6 +251,23 @@ class CheckpointStore:
     def load(self, job_id: str, round_number: int) -> list[np.ndarray]:
         with np.load(self.path(job_id, round_number)) as archive:
             return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+
+    def load_latest(self, job_id: str, committed_round: Callable[[], int]) -> tuple[int, list[np.ndarray]]:
+        """The newest committed round and its weights, consistent while rounds commit and prune.
+
+        A commit saves round r+1 before it records it and prunes round r, so a reader that
+        finds round r gone reads the committed round again and finds r+1. Once the file is
+        open, pruning cannot take it away (an unlinked file stays readable to its opener).
+        """
+        round_number = committed_round()
+        while True:
+            try:
+                return round_number, self.load(job_id, round_number)
+            except FileNotFoundError:
+                newer = committed_round()
+                if newer == round_number:
+                    raise
+                round_number = newer
 
     def prune(self, job_id: str, keep_round: int) -> None:
         """Drop checkpoints older than ``keep_round`` (the newest committed one is all a resume needs)."""

@@ -261,10 +261,11 @@ class BrokenParty(party_pb2_grpc.PartyServicer):
             pass
         round_number = task.round + (1 if self._mode == "wrong_round" else 0)
         job_id = "another-job" if self._mode == "wrong_job" else task.job_id
+        finite_attack = self._mode in FINITE_ATTACKS  # with the row count it declared: only the values lie
         yield party_pb2.TrainResponse(summary=party_pb2.UpdateSummary(
-            job_id=job_id, round=round_number, n_samples=10**6, train_loss=0.1))
+            job_id=job_id, round=round_number, n_samples=100 if finite_attack else 10**6, train_loss=0.1))
         shape = (29, 1) if self._mode == "wrong_shape" else (30, 1)
-        kernel = np.full(shape, 1e6, np.float32)
+        kernel = np.full(shape, FINITE_ATTACKS.get(self._mode, 1e6), np.float32)
         if self._mode == "nan":
             kernel[-1, 0] = np.nan
         for chunk in tensors.iter_chunks([kernel, np.full((1,), 1e6, np.float32)], chunk_bytes=64):
@@ -273,9 +274,14 @@ class BrokenParty(party_pb2_grpc.PartyServicer):
             yield party_pb2.TrainResponse(update_chunk=chunk)
 
 
-def _run_job(pki: Path, coordinator: Coordinator) -> tuple[pb.Job, list[np.ndarray]]:
+FINITE_ATTACKS = {"huge": 3e38, "far": 1e4}
+"""Finite values that pass the NaN/Inf check: float32's edge (overflows a float32 sum), and a long way off."""
+
+
+def _run_job(pki: Path, coordinator: Coordinator, max_update_norm: float = 0.0) -> tuple[pb.Job, list[np.ndarray]]:
     spec = horizontal_job(2)
     spec.horizontal.min_parties = 2
+    spec.horizontal.max_update_norm = max_update_norm
     spec.horizontal.standardize = False  # so the model depends on the updates alone, not on who described data
     with admin(pki, coordinator) as client:
         job_id = client.submit(spec)
@@ -306,11 +312,40 @@ def test_broken_update_is_dropped_and_the_model_is_untouched(
         np.testing.assert_array_equal(mine, theirs)
 
 
+@pytest.mark.parametrize("mode, bound, why", [("huge", 0.0, "max_abs_weight=1e+06"),
+                                              ("far", 100.0, "max_update_norm=100")])
+def test_finite_but_poisonous_update_is_refused_with_the_party_named(
+    pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party], mode: str, bound: float, why: str,
+) -> None:
+    honest_final, honest_weights = _run_job(pki, coordinator, max_update_norm=bound)
+    assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
+    broken = make_server("127.0.0.1:0", tls(pki, "party-x"), PARTY_POLICY, [service(
+        party_pb2_grpc.add_PartyServicer_to_server, BrokenParty(_honest_servicer(pki, breast_dir), mode), "fedsuite.v1.Party")])
+    try:
+        stub = stub_as(pki, "party-x", coordinator.port)
+        datasets = [common_pb2.DatasetInfo(name="breast", n_rows=100, n_eval_rows=0, n_features=30, has_label=True)]
+        stub.RegisterParty(pb.RegisterPartyRequest(party_id="party-x", role=common_pb2.PARTY_ROLE_GUEST,
+                                                   address=f"127.0.0.1:{broken.port}", datasets=datasets), timeout=DEADLINE)
+        final, weights = _run_job(pki, coordinator, max_update_norm=bound)
+        with admin(pki, coordinator) as client:
+            events = list(client.watch(final.job_id, 5))
+    finally:
+        broken.stop(0)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    dropped = [e for e in events if e.type == pb.JOB_EVENT_TYPE_PARTY_DROPPED]
+    assert dropped and all(e.party_id == "party-x" and "INVALID_ARGUMENT" in e.message and why in e.message
+                           for e in dropped), [e.message for e in dropped]
+    assert all(sorted(r.parties) == ["party-a", "party-b"] for r in final.rounds)
+    for mine, theirs in zip(weights, honest_weights):
+        assert np.isfinite(mine).all()
+        np.testing.assert_array_equal(mine, theirs)
+
+
 def _honest_servicer(pki: Path, breast_dir: Path) -> party_pb2_grpc.PartyServicer:
     catalog = DatasetCatalog({"breast": DatasetConfig(path=str(breast_dir / "party-c-train.csv"), label="target")}, breast_dir)
     work = LocalWork(catalog)
     endpoint = VerticalEndpoint("party-x", ChannelPool(tls(pki, "party-x")), insecure=False)
-    return PartyServicer(work, "party-x", VerticalParty(work, ModelStore(breast_dir / "models")), endpoint.node)
+    return PartyServicer(work, "party-x", VerticalParty(work, ModelStore(breast_dir / "models", "party-x")), endpoint.node)
 
 
 def test_certificate_without_a_fedsuite_role_is_unauthenticated(pki: Path, tmp_path: Path, coordinator: Coordinator) -> None:

@@ -102,11 +102,17 @@ class _RoundBook:
 
 
 class StreamingFedAvg(_RoundBook):
-    """One round's plaintext accumulator of sum_k n_k w_k; thread-safe, as parties stream concurrently."""
+    """One round's plaintext accumulator of sum_k n_k w_k; thread-safe, as parties stream concurrently.
+
+    The sum is kept in float64 whatever the weights' dtype: n_k * w_k of a finite float32
+    update near 3.4e38 would overflow a float32 sum to inf silently, while in float64 it
+    stays finite (float64 reaches 1.8e308), so the caller can see and refuse it.
+    """
 
     def __init__(self, specs: Sequence[TensorSpec]) -> None:
         super().__init__()
-        self._sum = [np.zeros(spec.shape, dtype=spec.dtype) for spec in specs]
+        self._dtypes = [spec.dtype for spec in specs]
+        self._sum = [np.zeros(spec.shape, dtype=np.float64) for spec in specs]
 
     def add_update_chunk(self, party_id: str, tensor_index: int, element_offset: int, values: np.ndarray) -> None:
         """Add n_k * values into the accumulator (values were validated by the stream reader)."""
@@ -114,16 +120,19 @@ class StreamingFedAvg(_RoundBook):
             contribution = self._parties[party_id]
             flat = self._sum[tensor_index].reshape(-1)
             target = flat[element_offset : element_offset + values.size]
-            target += values * np.asarray(contribution.weight, dtype=target.dtype)
+            target += values.astype(np.float64) * contribution.weight
             contribution.chunks += 1
 
     def commit(self) -> RoundResult:
-        """The sample-weighted mean of the complete updates; refuses a tainted sum."""
+        """The sample-weighted mean of the complete updates, in the weights' dtype; refuses a tainted sum."""
         with self._lock:
             parties, total, loss = self._close()
-            for array in self._sum:
-                array *= np.asarray(1.0 / total, dtype=array.dtype)
-            return RoundResult(self._sum, parties, total, loss)
+            means = []
+            for index, dtype in enumerate(self._dtypes):
+                total_sum, self._sum[index] = self._sum[index], np.empty(0)  # free each float64 sum once cast
+                with np.errstate(over="ignore"):  # a mean beyond the dtype's range becomes inf: the caller refuses it
+                    means.append((total_sum / total).astype(dtype))
+            return RoundResult(means, parties, total, loss)
 
 
 @dataclass

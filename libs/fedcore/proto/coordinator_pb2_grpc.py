@@ -81,6 +81,11 @@ class CoordinatorStub:
                 request_serializer=fedsuite_dot_v1_dot_coordinator__pb2.DownloadModelRequest.SerializeToString,
                 response_deserializer=fedsuite_dot_v1_dot_coordinator__pb2.DownloadModelResponse.FromString,
                 _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/fedsuite.v1.Coordinator/ResumeJob',
+                request_serializer=fedsuite_dot_v1_dot_coordinator__pb2.ResumeJobRequest.SerializeToString,
+                response_deserializer=fedsuite_dot_v1_dot_coordinator__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -109,7 +114,9 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitJob(self, request, context):
-        """Accepts a job; it starts as soon as enough parties are online (callers: admins).
+        """Accepts a job; it starts as soon as enough parties are online, PENDING until then. A job
+        that cannot run (no registered party declares its dataset, a named party was never
+        registered, min_parties exceeds the holders) is refused: FAILED_PRECONDITION (callers: admins).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,6 +152,14 @@ class CoordinatorServicer:
 
     def DownloadModel(self, request, context):
         """Streams a job's latest committed global model (callers: admins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeJob(self, request, context):
+        """Runs a failed job again from its last committed round (a vertical job from its start), once
+        its parties are back; FAILED_PRECONDITION unless the job failed (callers: admins).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,6 +212,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.DownloadModel,
                     request_deserializer=fedsuite_dot_v1_dot_coordinator__pb2.DownloadModelRequest.FromString,
                     response_serializer=fedsuite_dot_v1_dot_coordinator__pb2.DownloadModelResponse.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=fedsuite_dot_v1_dot_coordinator__pb2.ResumeJobRequest.FromString,
+                    response_serializer=fedsuite_dot_v1_dot_coordinator__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -443,6 +463,33 @@ class Coordinator:
             '/fedsuite.v1.Coordinator/DownloadModel',
             fedsuite_dot_v1_dot_coordinator__pb2.DownloadModelRequest.SerializeToString,
             fedsuite_dot_v1_dot_coordinator__pb2.DownloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsuite.v1.Coordinator/ResumeJob',
+            fedsuite_dot_v1_dot_coordinator__pb2.ResumeJobRequest.SerializeToString,
+            fedsuite_dot_v1_dot_coordinator__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
