@@ -1,16 +1,17 @@
-"""``fedsuite``: run a service, make certificates, drive jobs, or run the demo."""
+"""fedsuite: run a service, make certificates, drive jobs, or run the demo."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -25,11 +26,16 @@ from fedcore.proto import coordinator_pb2 as pb
 from fedcore.rpc import error_text, limit_malloc_arenas, wait_for_termination
 from fedcore.tls import TlsFiles, init_pki
 
+from fedsuite import jobview
 from fedsuite.client import CoordinatorAdmin
 from fedsuite.jobfile import JobFileError, load_job_spec
 from fedsuite.progress import follow_job
 
-console = Console(stderr=False)
+# markup=False: job names, reasons and paths are printed as they are ("[party-b]" is not a style).
+# Rich drops colour when stdout is not a terminal; there it would also wrap at 80 columns, so a
+# pipe gets whole lines instead (unless COLUMNS says otherwise).
+console = Console(stderr=False, markup=False,
+                  width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 10_000)
 T = TypeVar("T")
 
 
@@ -104,10 +110,6 @@ def _admin(args: argparse.Namespace) -> CoordinatorAdmin:
     return CoordinatorAdmin(args.coordinator, tls, timeout_s=args.timeout, name=args.identity)
 
 
-def _print_json(message: Any) -> None:
-    console.print_json(json_format.MessageToJson(message, preserving_proto_field_name=True))
-
-
 def _job_submit(args: argparse.Namespace) -> int:
     spec = load_job_spec(args.file)
     with _admin(args) as admin:
@@ -120,7 +122,11 @@ def _job_submit(args: argparse.Namespace) -> int:
 
 def _job_get(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
-        _print_json(admin.get(args.job_id))
+        job = admin.get(args.job_id)
+    if args.json:
+        print(jobview.job_json(job))  # plain print: rich would wrap long lines for a reader that is a program
+    else:
+        console.print(jobview.job_summary(job))
     return 0
 
 
@@ -146,13 +152,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _job_list(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         jobs = admin.list(args.limit)
-    table = Table("job", "name", "state", "progress", "reason")
-    for job in jobs:
-        progress = (f"{job.current_round}/{job.spec.horizontal.rounds} rounds" if job.spec.HasField("horizontal")
-                    else f"{job.vertical_result.epochs} epochs" if job.spec.HasField("vertical") else "scoring")
-        table.add_row(job.job_id, job.spec.name, pb.JobState.Name(job.state).removeprefix("JOB_STATE_"),
-                      progress, job.reason)
-    console.print(table)
+    console.print(jobview.jobs_table(jobs))
     return 0
 
 
@@ -220,7 +220,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 # -- parser -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedsuite", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fedsuite", description=__doc__)  # plain text: argparse prints it as is
+    parser.add_argument("--version", action="version", version=f"fedsuite {importlib.metadata.version('fedsuite')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     for kind in ("coordinator", "party", "arbiter"):
@@ -248,11 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("file")
     submit.add_argument("--watch", action="store_true", help="follow the job until it ends")
     submit.set_defaults(func=_job_submit)
-    for name, func, help_text in (("get", _job_get, "show a job as JSON"), ("cancel", _job_cancel, "cancel a job"),
+    for name, func, help_text in (("get", _job_get, "show a job: a summary, or JSON with --json"),
+                                  ("cancel", _job_cancel, "cancel a job"),
                                   ("watch", _job_watch, "follow a job's rounds live")):
         sub = jobs.add_parser(name, parents=[client], help=help_text)
         sub.add_argument("job_id")
         sub.set_defaults(func=func)
+    jobs.choices["get"].add_argument("--json", action="store_true",
+                                     help="the Job message as JSON for programs, times as UTC ISO 8601")
     download = jobs.add_parser("download", parents=[client], help="save a job's global model (.npz)")
     download.add_argument("job_id")
     download.add_argument("out")

@@ -87,7 +87,7 @@ def test_cli_submits_watches_lists_gets_and_cancels(running: LocalFederation, tm
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.split()[0]
     assert "round 3" in submitted.stdout and "succeeded" in submitted.stdout
-    got = fedsuite(running, "job", "get", job_id)
+    got = fedsuite(running, "job", "get", job_id, "--json")
     assert got.returncode == 0 and json.loads(got.stdout)["state"] == "JOB_STATE_SUCCEEDED"
     listed = fedsuite(running, "job", "list")
     assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout

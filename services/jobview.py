@@ -1,0 +1,121 @@
+"""Jobs as people read them (`job list`, `job get`) and as programs read them (`job get --json`).
+
+Times are ISO 8601: local and to the second for people, UTC to the millisecond for programs.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from google.protobuf import json_format
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+
+from fedcore.proto import coordinator_pb2 as pb
+
+from fedsuite.translate import hetero_params
+
+KINDS = {"horizontal": "horizontal", "vertical": "vertical train", "vertical_predict": "vertical predict"}
+
+
+def local_time(seconds: float, offset: bool = True) -> str:
+    """Local ISO 8601 to the second (with the UTC offset unless a table of them already shares it)."""
+    local = datetime.fromtimestamp(seconds).astimezone()
+    return (local if offset else local.replace(tzinfo=None)).isoformat(timespec="seconds")
+
+
+def utc_time(seconds: float) -> str:
+    """UTC ISO 8601 to the millisecond: what a program parses."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def state_name(state: int) -> str:
+    return pb.JobState.Name(state).removeprefix("JOB_STATE_")
+
+
+def kind(job: pb.Job) -> str:
+    return KINDS.get(job.spec.WhichOneof("kind") or "", "unknown")
+
+
+def progress(job: pb.Job) -> str:
+    """Rounds (horizontal) or epochs (vertical) done out of the total, or rows scored (vertical predict)."""
+    which = job.spec.WhichOneof("kind")
+    if which == "horizontal":
+        return f"{job.current_round}/{job.spec.horizontal.rounds}"
+    if which == "vertical":
+        done = job.vertical_result.epochs or (job.rounds[-1].round if job.rounds else 0)
+        return f"{done}/{hetero_params(job.spec.vertical.params).max_iter} epochs"
+    return f"{job.vertical_result.n_scored} rows" if job.HasField("vertical_result") else "scoring"
+
+
+def latest_auc(job: pb.Job) -> float | None:
+    """The vertical result's AUC (the guest's, on its labels), else the newest evaluated round's; None if never evaluated."""
+    if "auc" in job.vertical_result.metrics:
+        return job.vertical_result.metrics["auc"]
+    evaluated = [r for r in job.rounds if r.HasField("eval")]
+    return evaluated[-1].eval.auc if evaluated else None
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def jobs_table(jobs: list[pb.Job]) -> Table:
+    """One line per job, newest first (as the coordinator lists them)."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for header in ("job", "submitted", "kind", "state", "rounds", "auc", "name", "reason"):
+        table.add_column(header, no_wrap=header in ("job", "submitted"))
+    for job in jobs:
+        table.add_row(job.job_id, local_time(job.created_at, offset=False), kind(job), state_name(job.state),
+                      progress(job), _number(latest_auc(job)), job.spec.name, job.reason)
+    return table
+
+
+def job_summary(job: pb.Job) -> RenderableType:
+    """Name, kind, state, reason, progress, times, then a table of rounds (horizontal) or epochs (vertical)."""
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    result = job.vertical_result
+    rows = [("job", job.job_id), ("name", job.spec.name or "-"), ("kind", kind(job)), ("state", state_name(job.state)),
+            ("reason", job.reason or "-"), ("progress", progress(job)), ("latest auc", _number(latest_auc(job))),
+            ("created", local_time(job.created_at)), ("updated", local_time(job.updated_at))]
+    if job.HasField("vertical_result"):
+        rows += [("model", f"{result.model_id} version {result.model_version}"),
+                 ("metrics", ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items())) or "-")]
+        if result.intersection:
+            rows.append(("aligned rows", str(result.intersection)))
+        if result.scores_path:
+            rows.append(("scores", f"{result.scores_path} (on the guest)"))
+    for name, value in rows:
+        facts.add_row(name, value)
+    parts: list[RenderableType] = [facts]
+    if job.rounds and job.spec.HasField("horizontal"):
+        parts += ["", _rounds_table(job)]
+    elif result.losses:
+        epochs = Table("epoch", "loss", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for epoch, loss in enumerate(result.losses, 1):
+            epochs.add_row(str(epoch), f"{loss:.6f}")
+        parts += ["", epochs]
+    return Group(*parts)
+
+
+def _rounds_table(job: pb.Job) -> Table:
+    table = Table("round", "parties", "train loss", "eval loss", "accuracy", "auc", "seconds",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for r in job.rounds:
+        evaluated = r.HasField("eval")
+        table.add_row(str(r.round), ", ".join(r.parties), _number(r.train_loss),
+                      _number(r.eval.loss if evaluated else None), _number(r.eval.accuracy if evaluated else None),
+                      _number(r.eval.auc if evaluated else None), f"{r.seconds:.2f}")
+    return table
+
+
+def job_json(job: pb.Job) -> str:
+    """The Job message as JSON (proto field names), its timestamps as UTC ISO 8601 strings."""
+    values = json_format.MessageToDict(job, preserving_proto_field_name=True)
+    for field in ("created_at", "updated_at"):
+        values[field] = utc_time(getattr(job, field))
+    return json.dumps(values, indent=2)
