@@ -163,6 +163,14 @@ def _job_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_resume(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        job = admin.resume(args.job_id)
+        console.print(f"{job.job_id}: {pb.JobState.Name(job.state).removeprefix('JOB_STATE_')}, "
+                      f"continuing after round {job.current_round}")
+        return _follow(admin, job.job_id) if args.watch else 0
+
+
 def _job_watch(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         return _follow(admin, args.job_id)
@@ -210,9 +218,10 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fedsuite.demo import run_demo
+    from fedsuite.demo import MODES, run_demo
 
-    report = run_demo(Path(args.workdir) if args.workdir else None, rounds=args.rounds, console=console)
+    modes = MODES if "all" in args.mode or not args.mode else args.mode
+    report = run_demo(Path(args.workdir) if args.workdir else None, rounds=args.rounds, console=console, modes=modes)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
     return 0 if report["ok"] else 1
@@ -257,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
     jobs.choices["get"].add_argument("--json", action="store_true",
                                      help="the Job message as JSON for programs, times as UTC ISO 8601")
+    resume = jobs.add_parser("resume", parents=[client],
+                             help="run a failed job again from its last committed round, once its parties are back")
+    resume.add_argument("job_id")
+    resume.add_argument("--watch", action="store_true", help="follow the job until it ends")
+    resume.set_defaults(func=_job_resume)
     download = jobs.add_parser("download", parents=[client], help="save a job's global model (.npz)")
     download.add_argument("job_id")
     download.add_argument("out")
@@ -288,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--report", help="also write the comparison as JSON")
     demo.add_argument("--workdir", help="keep certificates, configs, data and logs here (default: a temp dir)")
     demo.add_argument("--rounds", type=int, default=30)
+    demo.add_argument("--mode", action="append", default=[], choices=["all", "horizontal", "vertical", "resilience"],
+                      help="run only this part (repeatable; default all); the report has one section per part")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from fedcore.ml.models import build_model
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.proto import vertical_pb2
 
+from fedsuite.demo_resilience import run_resilience
 from fedsuite.jobfile import parse_job_spec
 from fedsuite.local import LocalFederation
 from fedsuite.progress import follow_job
@@ -116,12 +118,19 @@ def score_global_model(info: pb.ModelInfo, weights: list[np.ndarray], X: np.ndar
     return {"auc": float(roc_auc_score(y, p)), "accuracy": float(accuracy_score(y, p >= 0.5))}
 
 
-def run_horizontal(federation: LocalFederation, data_dir: Path, rounds: int, console: Console) -> dict[str, Any]:
+def start_horizontal_parties(federation: LocalFederation, data_dir: Path) -> dict[str, Any]:
+    """party-a, -b and -c holding `breast` (each started once), and the data they were given."""
     data = prepare_horizontal_data(data_dir)
     for party in PARTIES:
-        federation.start_party(party, {"breast": {
-            "path": f"data/{party}-train.csv", "eval_path": f"data/{party}-eval.csv", "label": "target"}})
+        if party not in federation.nodes:
+            federation.start_party(party, {"breast": {
+                "path": f"data/{party}-train.csv", "eval_path": f"data/{party}-eval.csv", "label": "target"}})
     federation.wait_for_parties(list(PARTIES))
+    return data
+
+
+def run_horizontal(federation: LocalFederation, data_dir: Path, rounds: int, console: Console) -> dict[str, Any]:
+    data = start_horizontal_parties(federation, data_dir)
     started = time.monotonic()
     with federation.admin() as admin:
         job_id = admin.submit(horizontal_job(rounds))
@@ -216,33 +225,46 @@ def run_vertical(federation: LocalFederation, data_dir: Path, console: Console) 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
     """A narrow comparison table (it must read in an 80-column terminal), then the checks."""
-    h, v = report["horizontal"], report["vertical"]
+    h, v = report.get("horizontal"), report.get("vertical")
     table = Table(title="federated vs centralized, breast cancer")
     for column in ("job", "AUC", "central AUC", "accuracy", "central acc.", "rounds", "s"):
         table.add_column(column, justify="left" if column == "job" else "right")
-    table.add_row("horizontal (test)", f"{h['auc']:.4f}", f"{h['centralized_auc']:.4f}", f"{h['accuracy']:.4f}",
-                  f"{h['centralized_accuracy']:.4f}", str(h["rounds"]), f"{h['seconds']:.1f}")
-    table.add_row("vertical (train)", f"{v['auc']:.4f}", f"{v['centralized_auc']:.4f}", f"{v['accuracy']:.4f}", "",
-                  str(v["epochs"]), f"{v['seconds']:.1f}")
-    console.print(table)
-    console.print(
+    if h:
+        table.add_row("horizontal (test)", f"{h['auc']:.4f}", f"{h['centralized_auc']:.4f}", f"{h['accuracy']:.4f}",
+                      f"{h['centralized_accuracy']:.4f}", str(h["rounds"]), f"{h['seconds']:.1f}")
+    if v:
+        table.add_row("vertical (train)", f"{v['auc']:.4f}", f"{v['centralized_auc']:.4f}", f"{v['accuracy']:.4f}", "",
+                      str(v["epochs"]), f"{v['seconds']:.1f}")
+    if h or v:
+        console.print(table)
+    if h:
+        console.print(
         f"horizontal: FedAvg logistic regression over {len(h['party_rows'])} parties "
         f"(rows {', '.join(map(str, h['party_rows'].values()))}; positive share "
         f"{', '.join(map(str, h['party_positive_share'].values()))}), scored on the held-out 20%; "
         f"|AUC - central| = {abs(h['auc'] - h['centralized_auc']):.4f} (tolerance {AUC_TOLERANCE})"
-    )
-    console.print(
+        )
+    if v:
+        console.print(
         f"vertical: hetero logistic regression, {GUEST} (label + 10 features) and {HOST} (20 features), "
         f"{v['intersection']} rows aligned by PSI, {v['seconds_per_epoch']:.3f} s/epoch; "
         f"train AUC {v['train_auc']:.4f}, KS {v['train_ks']:.4f} (the guest's, at the end of training); "
         f"{v['scores_rows']} per-id scores kept on {GUEST}; "
         f"|AUC - central| = {abs(v['auc'] - v['centralized_auc']):.4f} (tolerance {VERTICAL_AUC_TOLERANCE})"
-    )
+        )
+    if report.get("resilience"):
+        failed = [name for name, ok in report["resilience"]["checks"].items() if not ok]
+        console.print(f"resilience: {'every check held' if not failed else 'failed: ' + ', '.join(failed)}")
     console.print("all checks passed" if report["ok"] else "a check failed", style=None if report["ok"] else "bold red")
 
 
-def run_demo(workdir: Path | None, rounds: int = 30, console: Console | None = None) -> dict[str, Any]:
-    """Run the whole demo and return the report (``ok`` says whether every check held)."""
+MODES = ("horizontal", "vertical", "resilience")
+"""The demo's parts, in the order they run; each writes the report section of its name."""
+
+
+def run_demo(workdir: Path | None, rounds: int = 30, console: Console | None = None,
+             modes: Sequence[str] = MODES) -> dict[str, Any]:
+    """Run the demo's ``modes`` and return the report (``ok`` says whether every check held)."""
     console = console or Console()
     scratch = None if workdir is not None else tempfile.TemporaryDirectory(prefix="fedsuite-demo-")
     base = workdir if workdir is not None else Path(scratch.name)  # type: ignore[union-attr]
@@ -252,10 +274,16 @@ def run_demo(workdir: Path | None, rounds: int = 30, console: Console | None = N
             federation.init_certs(["coordinator", "arbiter", *PARTIES, GUEST, HOST])
             federation.start_arbiter()
             federation.start_coordinator()
-            horizontal = run_horizontal(federation, base / "data", rounds, console)
-            vertical = run_vertical(federation, base / "data", console)
-        report: dict[str, Any] = {"horizontal": horizontal, "vertical": vertical}
-        report["ok"] = bool(horizontal["within_tolerance"] and vertical["within_tolerance"])
+            report: dict[str, Any] = {"modes": [m for m in MODES if m in modes]}
+            for mode in report["modes"]:
+                if mode == "horizontal":
+                    report[mode] = run_horizontal(federation, base / "data", rounds, console)
+                elif mode == "vertical":
+                    report[mode] = run_vertical(federation, base / "data", console)
+                else:
+                    start_horizontal_parties(federation, base / "data")
+                    report[mode] = run_resilience(federation, console)
+        report["ok"] = all(bool(report[m]["within_tolerance"]) for m in report["modes"])
         print_report(report, console)
         return report
     finally:

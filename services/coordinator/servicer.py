@@ -13,6 +13,7 @@ from fedcore.proto import coordinator_pb2 as pb
 from fedcore.proto import coordinator_pb2_grpc
 from fedcore.rpc import abort, peer_identity
 
+from fedsuite.coordinator.admission import JobRefused
 from fedsuite.coordinator.jobs import JobManager, JobStateError
 from fedsuite.coordinator.registry import PartyRegistry, UnknownParty
 from fedsuite.coordinator.specs import SpecError
@@ -20,7 +21,8 @@ from fedsuite.coordinator.vertical import where_the_model_is
 from fedsuite.coordinator.store import CheckpointStore, JobNotFound
 
 PARTY_METHODS = frozenset({"RegisterParty", "Heartbeat"})
-ADMIN_METHODS = frozenset({"ListParties", "SubmitJob", "GetJob", "ListJobs", "CancelJob", "WatchJob", "DownloadModel"})
+ADMIN_METHODS = frozenset({"ListParties", "SubmitJob", "GetJob", "ListJobs", "CancelJob", "WatchJob", "DownloadModel",
+                           "ResumeJob"})
 POLICY = {
     **{f"/fedsuite.v1.Coordinator/{m}": frozenset({"party"}) for m in PARTY_METHODS},
     **{f"/fedsuite.v1.Coordinator/{m}": frozenset({"admin"}) for m in ADMIN_METHODS},
@@ -79,6 +81,8 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             return pb.SubmitJobResponse(job_id=self._jobs.submit(request.spec))
         except SpecError as err:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except JobRefused as err:
+            abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err))
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
         try:
@@ -99,6 +103,14 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         except JobStateError as err:
             abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err))
 
+    def ResumeJob(self, request: pb.ResumeJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        try:
+            return self._jobs.resume(request.job_id)
+        except JobNotFound:
+            abort(context, grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
+        except (JobStateError, JobRefused) as err:
+            abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err))
+
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
         try:
             self._jobs.get(request.job_id)
@@ -115,8 +127,8 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         if info is None:
             abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"job {request.job_id} has no model yet"
                   if job.spec.HasField("horizontal") else where_the_model_is(job))
-        weights = self._checkpoints.load(request.job_id, job.current_round)
-        info.round = job.current_round
+        info.round, weights = self._checkpoints.load_latest(
+            request.job_id, lambda: self._jobs.get(request.job_id).current_round)
         yield pb.DownloadModelResponse(info=info)
         for chunk in tensors.iter_chunks(weights):
             yield pb.DownloadModelResponse(chunk=chunk)

@@ -17,6 +17,8 @@ from fedsuite.translate import hetero_params
 
 MAX_ROUNDS = 100_000
 MAX_VECTOR_SIZE = 1 << 31
+DEFAULT_MAX_ABS_WEIGHT = 1e6
+"""No trained weight of a linear model or MLP comes near this; 3e38 (float32's edge) is an attack or a bug."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -122,6 +124,13 @@ def _normalise_horizontal(h: pb.HorizontalJobSpec) -> None:
     else:
         _require(h.key_bits == 0, f + "key_bits", "applies to secure_aggregation: paillier only")
     _require(h.evaluate_every >= 0, f + "evaluate_every", f"must be >= 0 (got {h.evaluate_every})")
+    _require(math.isfinite(h.max_update_norm) and h.max_update_norm >= 0, f + "max_update_norm",
+             f"must be >= 0, 0 meaning no limit (got {h.max_update_norm})")
+    _require(h.max_update_norm == 0 or h.secure_aggregation == pb.SECURE_AGGREGATION_NONE, f + "max_update_norm",
+             "cannot be enforced with secure aggregation: the coordinator never sees a party's update")
+    h.max_abs_weight = h.max_abs_weight or DEFAULT_MAX_ABS_WEIGHT
+    _require(math.isfinite(h.max_abs_weight) and h.max_abs_weight > 0, f + "max_abs_weight",
+             f"must be a positive finite number (got {h.max_abs_weight})")
 
 
 def _normalise_model(m: pb.ModelSpec, f: str) -> None:

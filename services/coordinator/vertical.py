@@ -87,10 +87,12 @@ class VerticalJob:
             missing = [p for p in wanted if p not in online]
             if not missing:
                 break
+            absent = f"part{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)} offline"
             if time.monotonic() >= deadline:
-                raise JobFailed(f"part{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)} not online "
-                                f"after {wait_s:.0f} s")
+                raise JobFailed(f"{absent} for step_timeout_s={wait_s:g} s")
+            self.ctx.waiting(f"waiting up to step_timeout_s={wait_s:g} s: {absent}", pending=True)
             time.sleep(0.2)
+        self.ctx.running()
         nodes = [Node(guest, vertical_pb2.VERTICAL_ROLE_GUEST, online[guest].address, "Party")]
         nodes += [Node(h, vertical_pb2.VERTICAL_ROLE_HOST, online[h].address, "Party") for h in hosts]
         if train:
@@ -139,7 +141,7 @@ class VerticalJob:
         for node in nodes:
             stream = self.ctx.parties.run_vertical(node.address, node.method, task_for(node), CALL_DEADLINE_S)
             calls[node.node_id] = stream  # type: ignore[assignment]
-            self.ctx.track(stream)  # type: ignore[arg-type]
+            self.ctx.track(stream, node.node_id)  # type: ignore[arg-type]
             futures[self.ctx.executor.submit(self._follow, stream, train)] = node
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -150,6 +152,9 @@ class VerticalJob:
                 self.ctx.check_cancelled()
                 first = min(failed, key=lambda f: _failure_order(f.exception()))
                 node = futures[first]
+                lost = next((n.node_id for n in nodes if self.ctx.lost_reason(n.node_id)), None)
+                if lost is not None:
+                    raise JobFailed(f"{self.ctx.lost_reason(lost)}; the job stopped")
                 raise JobFailed(f"{node.node_id} ({vertical_pb2.VerticalRole.Name(node.role).removeprefix('VERTICAL_ROLE_').lower()}): "
                                 f"{error_text(first.exception())}")  # type: ignore[arg-type]
             return {futures[f].node_id: f.result() for f in done}

@@ -27,6 +27,13 @@ def test_demo_trains_both_jobs_within_tolerance_and_writes_the_report(tmp_path: 
     assert abs(v["train_auc"] - v["auc"]) <= 1e-9 and abs(v["train_ks"] - v["ks"]) <= 1e-9
     assert v["scores_rows"] == 529
     assert report["ok"] is True and "all checks passed" in done.stdout
+    assert report["modes"] == ["horizontal", "vertical", "resilience"]
+    r = report["resilience"]
+    assert r["checks"] == {"refused_at_submit": True, "restarted_party_used_at_once": True,
+                           "quorum_loss_failed_fast": True, "resumed_without_losing_or_repeating_rounds": True}
+    assert r["refusal"]["code"] == "FAILED_PRECONDITION" and "braest" in r["refusal"]["message"]
+    assert r["quorum_loss"]["seconds_to_fail"] < 30 and "party-c" in r["quorum_loss"]["reason"]
+    assert r["resume"]["committed_rounds"] == list(range(1, 13))
     # every node ran as its own process, over mTLS, and logged JSON lines
     logs = sorted(p.name for p in (tmp_path / "run" / "logs").iterdir())
     assert logs == sorted(f"{n}.log" for n in ("coordinator", "arbiter", "party-a", "party-b", "party-c", "bank", "telecom"))

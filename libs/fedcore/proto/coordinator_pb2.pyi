@@ -51,6 +51,8 @@ class JobEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_EVENT_TYPE_SUCCEEDED: _ClassVar[JobEventType]
     JOB_EVENT_TYPE_FAILED: _ClassVar[JobEventType]
     JOB_EVENT_TYPE_CANCELLED: _ClassVar[JobEventType]
+    JOB_EVENT_TYPE_WAITING: _ClassVar[JobEventType]
+    JOB_EVENT_TYPE_RESUMED: _ClassVar[JobEventType]
     JOB_EVENT_TYPE_PROGRESS: _ClassVar[JobEventType]
 MODEL_TYPE_UNSPECIFIED: ModelType
 MODEL_TYPE_LOGISTIC_REGRESSION: ModelType
@@ -78,6 +80,8 @@ JOB_EVENT_TYPE_ROUND_RETRIED: JobEventType
 JOB_EVENT_TYPE_SUCCEEDED: JobEventType
 JOB_EVENT_TYPE_FAILED: JobEventType
 JOB_EVENT_TYPE_CANCELLED: JobEventType
+JOB_EVENT_TYPE_WAITING: JobEventType
+JOB_EVENT_TYPE_RESUMED: JobEventType
 JOB_EVENT_TYPE_PROGRESS: JobEventType
 
 class RegisterPartyRequest(_message.Message):
@@ -151,7 +155,7 @@ class ModelSpec(_message.Message):
     def __init__(self, type: _Optional[_Union[ModelType, str]] = ..., hidden_units: _Optional[_Iterable[int]] = ..., vector_size: _Optional[int] = ...) -> None: ...
 
 class HorizontalJobSpec(_message.Message):
-    __slots__ = ("dataset", "model", "rounds", "local_epochs", "batch_size", "learning_rate", "penalty", "alpha", "min_parties", "fraction", "round_timeout_s", "seed", "max_round_retries", "standardize", "evaluate_every", "secure_aggregation", "key_bits")
+    __slots__ = ("dataset", "model", "rounds", "local_epochs", "batch_size", "learning_rate", "penalty", "alpha", "min_parties", "fraction", "round_timeout_s", "seed", "max_round_retries", "standardize", "evaluate_every", "secure_aggregation", "key_bits", "max_update_norm", "max_abs_weight")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +173,8 @@ class HorizontalJobSpec(_message.Message):
     EVALUATE_EVERY_FIELD_NUMBER: _ClassVar[int]
     SECURE_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
     KEY_BITS_FIELD_NUMBER: _ClassVar[int]
+    MAX_UPDATE_NORM_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     model: ModelSpec
     rounds: int
@@ -186,7 +192,9 @@ class HorizontalJobSpec(_message.Message):
     evaluate_every: int
     secure_aggregation: SecureAggregation
     key_bits: int
-    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., rounds: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[Penalty, str]] = ..., alpha: _Optional[float] = ..., min_parties: _Optional[int] = ..., fraction: _Optional[float] = ..., round_timeout_s: _Optional[float] = ..., seed: _Optional[int] = ..., max_round_retries: _Optional[int] = ..., standardize: _Optional[bool] = ..., evaluate_every: _Optional[int] = ..., secure_aggregation: _Optional[_Union[SecureAggregation, str]] = ..., key_bits: _Optional[int] = ...) -> None: ...
+    max_update_norm: float
+    max_abs_weight: float
+    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., rounds: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[Penalty, str]] = ..., alpha: _Optional[float] = ..., min_parties: _Optional[int] = ..., fraction: _Optional[float] = ..., round_timeout_s: _Optional[float] = ..., seed: _Optional[int] = ..., max_round_retries: _Optional[int] = ..., standardize: _Optional[bool] = ..., evaluate_every: _Optional[int] = ..., secure_aggregation: _Optional[_Union[SecureAggregation, str]] = ..., key_bits: _Optional[int] = ..., max_update_norm: _Optional[float] = ..., max_abs_weight: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("name", "horizontal", "vertical", "vertical_predict")
@@ -276,6 +284,12 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ResumeJobRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
