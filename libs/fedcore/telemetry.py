@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,21 +56,49 @@ def record_model_metrics(participant_id: str, job_id: str, metrics: Mapping[str,
 
 
 def configure_logging(service: str, node_id: str, level: str = "info") -> None:
-    """JSON logs on stderr, each line tagged with the service and node."""
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper())
+    """JSON logs on stderr, every line tagged with the service and node.
+
+    The tags go into each event rather than the context: a thread (the party's heartbeat,
+    gRPC's handlers) starts with an empty context and its lines would lack them. Python's
+    own logging (grpc's ``grpc._server``, warnings) and exceptions that end a thread come
+    out as the same JSON.
+    """
+    tags = {"service": service, "node_id": node_id}
+
+    def tag(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        return {**tags, **event}
+
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        tag,
+    ]
+    render = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(sort_keys=True)]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=True),
-        ],
+        processors=[*shared, *render],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    structlog.contextvars.bind_contextvars(service=service, node_id=node_id)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_crash
+
+
+def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
+    """An exception that ended a thread, as one JSON line instead of a bare traceback."""
+    if args.exc_type is SystemExit:
+        return
+    structlog.get_logger().error("thread_crashed", thread=args.thread.name if args.thread else None,
+                                 exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def get_logger(**initial: Any) -> structlog.typing.FilteringBoundLogger:
