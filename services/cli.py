@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from fedcore import telemetry
+from fedcore import logrelay, telemetry
 from fedcore.audit import verify as verify_audit
 from fedcore.config import ENV_PREFIX, ConfigError, ListenError, load_config
 from fedcore.proto import common_pb2
@@ -48,11 +48,13 @@ def _run_service(kind: str, args: argparse.Namespace) -> int:
     config_path = args.config or os.environ.get("FEDSUITE_CONFIG")
     config = load_config(config_type, config_path)
     base_dir = Path(config_path).resolve().parent if config_path else Path.cwd()
+    logrelay.relay_stderr(kind, config.node_id, config.log_level)
     telemetry.configure_logging(kind, config.node_id, config.log_level)
     log = telemetry.get_logger()
     metrics_port = _listening("metrics_listen", config_path, lambda: telemetry.start_metrics_server(config.metrics_listen))
     service = _listening("listen", config_path, lambda: service_type(config, base_dir, insecure=args.insecure))
     log.info("serving", port=service.port, metrics_port=metrics_port, tls=not args.insecure)
+    logrelay.serving()
     wait_for_termination(service.stop)
     return 0
 

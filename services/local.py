@@ -22,6 +22,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fedcore.logrelay import service_environment
 from fedcore.rpc import make_channel
 from fedcore.tls import Identity, TlsFiles, init_pki
 
@@ -113,9 +114,10 @@ class LocalFederation:
         command = [sys.executable, "-m", "fedsuite.cli", kind, "--config", str(config)]
         if self.insecure:
             command.append("--insecure")
+        # With gRPC's handshaker trace set from the start, a service need not run itself again to get it (logrelay).
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                command, stdout=log, stderr=subprocess.STDOUT, env={**service_environment(os.environ), **(env or {})},
                 start_new_session=True,
             )
         node = NodeProcess(name, kind, config, port, metrics_port, log_path, process)
@@ -148,11 +150,12 @@ class LocalFederation:
         path = self.workdir / "logs" / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
-    def start_coordinator(self, name: str = "coordinator", **settings: Any) -> NodeProcess:
+    def start_coordinator(self, name: str = "coordinator", env: dict[str, str] | None = None,
+                          **settings: Any) -> NodeProcess:
         values = {"state_dir": "state", "heartbeat_interval_s": 0.5, "party_timeout_s": 3.0, **settings}
         if "arbiter" in self.nodes:
             values.setdefault("arbiter", self.nodes["arbiter"].address)
-        node = self._start(name, "coordinator", values)
+        node = self._start(name, "coordinator", values, env)
         self.coordinator_address = node.address
         return node
 
@@ -161,7 +164,8 @@ class LocalFederation:
         old = self.nodes[name]
         with open(old.log_path, "ab") as log:
             command = list(old.process.args)  # type: ignore[arg-type]
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=service_environment(os.environ),
+                                       start_new_session=True)
         node = NodeProcess(old.name, old.kind, old.config_path, old.port, old.metrics_port, old.log_path, process)
         self.nodes[name] = node
         self.wait_serving(node)
