@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
