@@ -310,8 +310,11 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     libc.mallopt(m_arena_max, arenas)
 
 
-def wait_for_termination(on_stop: Callable[[], None]) -> None:
-    """Block until SIGTERM or SIGINT, then call ``on_stop`` once (clean shutdown)."""
+def wait_for_termination(on_stop: Callable[[], None], failed: threading.Event | None = None) -> bool:
+    """Block until SIGTERM or SIGINT, or until ``failed`` is set; then call ``on_stop`` once (clean shutdown).
+
+    Returns whether ``failed`` ended the wait (the service gave up by itself and should exit non-zero).
+    """
     stopped = threading.Event()
 
     def handle(signum: int, frame: Any) -> None:
@@ -319,9 +322,11 @@ def wait_for_termination(on_stop: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
-    while not stopped.wait(0.5):
-        pass
+    while not stopped.wait(0.2):
+        if failed is not None and failed.is_set():
+            break
     on_stop()
+    return not stopped.is_set()
 
 
 def status_code_name(error: grpc.RpcError) -> str:

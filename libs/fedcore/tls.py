@@ -13,13 +13,17 @@ import functools
 import ipaddress
 import os
 import re
+import socket
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ROLES = ("coordinator", "arbiter", "party", "admin")
@@ -198,3 +202,152 @@ def identity_from_pem(pem: bytes) -> Identity:
     name = str(common[0].value) if common else ""
     role = str(unit[0].value) if unit else ""
     return Identity(name=name, role=role if role in ROLES else "")
+
+
+# -- checks at start ----------------------------------------------------------------------------
+
+
+class TlsSetupError(ValueError):
+    """A node's CA, certificate or key cannot work: one sentence naming the file and the problem."""
+
+
+def shown(path: Path) -> str:
+    """``path`` as a person would type it here: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def check_identity(files: TlsFiles, name: str, role: str, setting: str = "node_id",
+                   now: dt.datetime | None = None) -> None:
+    """Refuse at start what peers would refuse later in vaguer words, naming the file at fault.
+
+    The key must belong to the certificate, the certificate must chain to the CA in
+    ``files.ca`` and be within its validity period (the issuing CA too), and its common
+    name must be ``name`` (given as ``setting``) and its role ``role``. Without this a
+    mismatch shows only as gRPC's "Failed to bind", a "Socket closed" retried forever, or
+    a ``PERMISSION_DENIED`` once a second.
+    """
+    cas = _certificates(files.ca, "CA certificate")
+    chain = _certificates(files.cert, "certificate")
+    key = _private_key(files.key)
+    leaf = chain[0]
+    if key.public_key() != leaf.public_key():
+        raise TlsSetupError(f"{shown(files.key)}: this key does not belong to the certificate {shown(files.cert)} "
+                            f"(the two files come from different nodes or different `certs init` runs)")
+    path = _path_to_ca(leaf, chain[1:], cas, files)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    intermediates = [(cert, files.cert, "an intermediate CA certificate") for cert in path[1:-1]]
+    for cert, where, what in [(leaf, files.cert, "the certificate"), *intermediates, (path[-1], files.ca, "the CA certificate")]:
+        if now < cert.not_valid_before_utc:
+            raise TlsSetupError(f"{shown(where)}: {what} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} "
+                                f"UTC (is this machine's clock right?)")
+        if now >= cert.not_valid_after_utc:
+            raise TlsSetupError(f"{shown(where)}: {what} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
+                                f"issue a new one (`fedsuite certs init`)")
+    identity = identity_from_pem(leaf.public_bytes(serialization.Encoding.PEM))
+    if identity.name != name:
+        raise TlsSetupError(f"{shown(files.cert)}: the certificate is for '{identity.name}', but {setting} is '{name}'")
+    if identity.role != role:
+        raise TlsSetupError(f"{shown(files.cert)}: the certificate carries role '{identity.role or 'none'}', not '{role}' "
+                            f"(issue one with `fedsuite certs init DIR --node {name}:{role}`)")
+
+
+def _certificates(path: Path, what: str) -> list[x509.Certificate]:
+    data = _read(path)
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        swapped = " (it holds a private key: are tls.cert and tls.key swapped?)" if b"PRIVATE KEY" in data else ""
+        raise TlsSetupError(f"{shown(path)}: not a PEM {what}{swapped}") from None
+
+
+def _private_key(path: Path) -> PrivateKeyTypes:
+    data = _read(path)
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # "Password was not given but private key is encrypted"
+        raise TlsSetupError(f"{shown(path)}: the private key is encrypted; fedsuite needs it without a passphrase") from None
+    except (ValueError, UnsupportedAlgorithm):
+        swapped = " (it holds a certificate: are tls.cert and tls.key swapped?)" if b"CERTIFICATE" in data else ""
+        raise TlsSetupError(f"{shown(path)}: not a PEM private key{swapped}") from None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TlsSetupError(f"{shown(path)}: no such file") from None
+    except OSError as err:
+        raise TlsSetupError(f"{shown(path)}: cannot be read ({err.strerror or err})") from None
+    if not data.strip():
+        raise TlsSetupError(f"{shown(path)}: the file is empty")
+    return data
+
+
+def _issuer(cert: x509.Certificate, candidates: Sequence[x509.Certificate]) -> x509.Certificate | None:
+    for candidate in candidates:
+        try:
+            cert.verify_directly_issued_by(candidate)
+            return candidate
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            continue
+    return None
+
+
+def _path_to_ca(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], cas: Sequence[x509.Certificate],
+                files: TlsFiles) -> list[x509.Certificate]:
+    """leaf, any intermediates from the certificate file, and the CA from ``files.ca`` that signed the last."""
+    path, remaining = [leaf], list(intermediates)
+    while True:
+        ca = _issuer(path[-1], cas)
+        if ca is not None:
+            return [*path, ca]
+        parent = _issuer(path[-1], remaining)
+        if parent is None:
+            break
+        path.append(parent)
+        remaining.remove(parent)
+    issuer = path[-1].issuer.rfc4514_string()
+    if any(ca.subject == path[-1].issuer for ca in cas):
+        raise TlsSetupError(f"{shown(files.cert)}: the certificate was not signed by the CA in {shown(files.ca)} but by "
+                            f"another CA of the same name '{issuer}' (made by another `certs init` run?)")
+    raise TlsSetupError(f"{shown(files.cert)}: the certificate was issued by '{issuer}', not by the CA in "
+                        f"{shown(files.ca)} ('{cas[0].subject.rfc4514_string()}')")
+
+
+# -- why a TLS peer refuses us -------------------------------------------------------------------
+
+
+def handshake_refusal(target: str, files: TlsFiles, timeout_s: float) -> str | None:
+    """Why the gRPC server at ``host:port`` and this node cannot talk TLS; None if they can, or it is unreachable.
+
+    gRPC tells a client whose certificate the server rejects only "Socket closed", the
+    words it also uses for a server going away. One handshake of our own tells them
+    apart: a gRPC server that accepts us speaks HTTP/2 at once, one that rejects our
+    certificate closes the connection right after the handshake.
+    """
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    context = ssl.create_default_context(cafile=str(files.ca))
+    context.load_cert_chain(files.cert, files.key)
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                try:
+                    accepted = tls.recv(1) != b""
+                except ssl.SSLError:  # an alert: the server refused our certificate after the handshake
+                    accepted = False
+    except ssl.SSLCertVerificationError as err:
+        return f"the certificate {target} presents fails verification with {shown(files.ca)}: {err.verify_message}"
+    except ssl.SSLError as err:
+        plaintext = " (it speaks plaintext: does it run --insecure?)" if err.reason == "WRONG_VERSION_NUMBER" else ""
+        return f"the TLS handshake with {target} fails: {err.reason or err}{plaintext}"
+    except (OSError, ValueError):  # unreachable, timed out, or not host:port: nothing learnt about TLS
+        return None
+    if accepted:
+        return None
+    return (f"{target} closes the connection once it has seen the certificate {shown(files.cert)}: it does not "
+            f"accept it (it trusts another CA than {shown(files.ca)}?)")

@@ -21,7 +21,7 @@ class Arbiter:
     """A running arbiter."""
 
     def __init__(self, config: ArbiterConfig, base_dir: Path, insecure: bool = False) -> None:
-        tls = tls_files(config, base_dir, insecure)
+        tls = tls_files(config, base_dir, insecure, "arbiter")
         self._channels = ChannelPool(tls, Identity(config.node_id, "arbiter"))
         self.vertical = VerticalEndpoint(config.node_id, self._channels, insecure)
         self.audit = AuditLog((base_dir / config.audit_path).resolve())

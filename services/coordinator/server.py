@@ -26,7 +26,7 @@ class Coordinator:
     def __init__(self, config: CoordinatorConfig, base_dir: Path, insecure: bool = False) -> None:
         state = (base_dir / config.state_dir).resolve()
         state.mkdir(parents=True, exist_ok=True)
-        tls = tls_files(config, base_dir, insecure)
+        tls = tls_files(config, base_dir, insecure, "coordinator")
         self.store = SqliteStore(state / "coordinator.db")
         self.audit = AuditLog(state / "audit.log")
         checkpoints = CheckpointStore(state / "checkpoints")
