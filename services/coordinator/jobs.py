@@ -180,8 +180,12 @@ class JobManager:
             try:
                 if job.spec.WhichOneof("kind") == "horizontal":
                     HorizontalFedAvgJob(context, job.spec.horizontal).run()
+                    done = f"all {job.spec.horizontal.rounds} rounds committed"
                 else:
-                    self._store.save_result(job_id, VerticalJob(context, job.spec).run())
+                    result = VerticalJob(context, job.spec).run()
+                    self._store.save_result(job_id, result)
+                    done = (f"scored {result.n_scored} rows" if job.spec.HasField("vertical_predict") else
+                            f"trained {result.epochs} epochs{' (converged)' if result.converged else ''}")
             except JobCancelled:
                 if self._closing:
                     log.info("job_paused_for_shutdown")
@@ -196,10 +200,11 @@ class JobManager:
                 return
             finally:
                 self._contexts.pop(job_id, None)
-            self._finish(job_id, pb.JOB_STATE_SUCCEEDED, "", pb.JOB_EVENT_TYPE_SUCCEEDED)
+            self._finish(job_id, pb.JOB_STATE_SUCCEEDED, "", pb.JOB_EVENT_TYPE_SUCCEEDED, done)
 
-    def _finish(self, job_id: str, state: int, reason: str, event_type: int) -> None:
-        event = pb.JobEvent(job_id=job_id, type=event_type, message=reason or "all rounds committed")
+    def _finish(self, job_id: str, state: int, reason: str, event_type: int, done: str = "") -> None:
+        """End the job; its final event says ``reason`` (why it failed or was cancelled) or ``done``."""
+        event = pb.JobEvent(job_id=job_id, type=event_type, message=reason or done)
         if self._store.finish_job(job_id, state, reason, event):
             with self._changed:
                 self._changed.notify_all()
