@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=_certs_init)
 
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--coordinator", default=os.environ.get("FEDSUITE_CLI_COORDINATOR", "127.0.0.1:50051"))
+    client.add_argument("--coordinator", default=os.environ.get("FEDSUITE_CLI_COORDINATOR", "127.0.0.1:50051"),
+                        metavar="HOST:PORT", help="the coordinator's address (default 127.0.0.1:50051)")
     client.add_argument("--certs", default=os.environ.get("FEDSUITE_CLI_CERTS", "certs"), help="directory of ca.pem and NAME.pem/.key")
     client.add_argument("--identity", default=os.environ.get("FEDSUITE_CLI_IDENTITY", "admin"), help="certificate name to use")
     client.add_argument("--insecure", action="store_true", help="plaintext gRPC, development only")
