@@ -24,12 +24,13 @@ from fedcore.config import ENV_PREFIX, ConfigError, ListenError, load_config
 from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.rpc import error_text, limit_malloc_arenas, wait_for_termination
-from fedcore.tls import TlsFiles, init_pki
+from fedcore.tls import TlsFiles, check_identity, init_pki
 
 from fedsuite import jobview
 from fedsuite.client import CoordinatorAdmin
 from fedsuite.jobfile import JobFileError, load_job
 from fedsuite.progress import follow_job
+from fedsuite.tlsconfig import tls_files
 
 # markup=False: job names, reasons and paths are printed as they are ("[party-b]" is not a style).
 # Rich drops colour when stdout is not a terminal; there it would also wrap at 80 columns, so a
@@ -48,6 +49,7 @@ def _run_service(kind: str, args: argparse.Namespace) -> int:
     config_path = args.config or os.environ.get("FEDSUITE_CONFIG")
     config = load_config(config_type, config_path)
     base_dir = Path(config_path).resolve().parent if config_path else Path.cwd()
+    tls_files(config, base_dir, args.insecure, kind)  # checked before the relay (which may start us again): fails at once
     logrelay.relay_stderr(kind, config.node_id, config.log_level)
     telemetry.configure_logging(kind, config.node_id, config.log_level)
     log = telemetry.get_logger()
@@ -55,8 +57,8 @@ def _run_service(kind: str, args: argparse.Namespace) -> int:
     service = _listening("listen", config_path, lambda: service_type(config, base_dir, insecure=args.insecure))
     log.info("serving", port=service.port, metrics_port=metrics_port, tls=not args.insecure)
     logrelay.serving()
-    wait_for_termination(service.stop)
-    return 0
+    # Only a party gives up by itself (its registration refused for good): then exit 1.
+    return 1 if wait_for_termination(service.stop, getattr(service, "failed", None)) else 0
 
 
 def _listening(setting: str, config_path: str | None, start: Callable[[], T]) -> T:
@@ -109,6 +111,8 @@ def _admin(args: argparse.Namespace) -> CoordinatorAdmin:
     tls = None if args.insecure else TlsFiles.in_dir(args.certs, args.identity)
     if tls is not None and not tls.cert.is_file():
         raise ConfigError(f"no certificate {tls.cert}; run `fedsuite certs init {args.certs} ...` or set --certs")
+    if tls is not None:
+        check_identity(tls, args.identity, "admin", setting="--identity")
     return CoordinatorAdmin(args.coordinator, tls, timeout_s=args.timeout, name=args.identity)
 
 
