@@ -1,6 +1,7 @@
 """A FATE hetero LR conf submitted through the real CLI to a federation of real processes (mTLS on
-127.0.0.1): it trains under the model_version it names, a predict by that string version scores the
-rows, and a version that does not exist is NOT_FOUND, naming the party and the versions it has."""
+127.0.0.1): it trains under the model_version it names, a predict by that string version (or "latest")
+scores the rows, a version that does not exist is NOT_FOUND naming the party and the versions it has,
+and training the same version again is ALREADY_EXISTS."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from fedcore.rpc import make_channel
 from fedcore.tls import TlsFiles
 
 from fedsuite.demo import GUEST, HOST, prepare_vertical_data
+from fedsuite.jobfile import parse_job_spec
 from fedsuite.local import LocalFederation
 
 CLI_TIMEOUT_S = 180
@@ -108,6 +110,21 @@ def test_fate_conf_trains_through_the_cli_and_predicts_by_string_version(federat
     assert (f"NOT_FOUND: party {GUEST} has no model '{job.job_id}' version '20991231'; versions: 20260205"
             in failed.reason) or (f"NOT_FOUND: party {HOST} has no model '{job.job_id}' version '20991231'; "
                                   "versions: 20260205" in failed.reason), failed.reason
+
+    saved = federation.workdir / "party-state" / GUEST / "models" / job.job_id / "v20260205.json"
+    before = saved.read_bytes()
+    body = {"guest": GUEST, "hosts": [HOST], "guest_dataset": "breast_guest", "host_dataset": "breast_host",
+            "model_id": job.job_id}
+    with federation.admin() as admin:
+        latest = admin.wait(admin.submit(parse_job_spec({"vertical_predict": {**body, "model_version": "latest"}})), 60)
+        again = admin.wait(admin.submit(parse_job_spec({"vertical": {
+            **body, "model_version": "20260205", "params": {"max_iter": 1, "key_length": 1024,
+                                                            "psi_key_length": 1024}}})), 60)
+    assert latest.state == pb.JOB_STATE_SUCCEEDED and latest.vertical_result.model_version == "20260205"
+    assert again.state == pb.JOB_STATE_FAILED  # a version is never overwritten
+    assert "ALREADY_EXISTS: party" in again.reason and f"already has model '{job.job_id}' version '20260205'" in \
+        again.reason, again.reason
+    assert saved.read_bytes() == before and sorted(p.name for p in saved.parent.iterdir()) == ["v20260205.json"]
 
     # The party itself answers NOT_FOUND (not UNKNOWN) to the coordinator's call.
     task = vertical_pb2.VerticalTask(
