@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +148,19 @@ def test_rounds_ten_in_a_yaml_file(tmp_path: Path) -> None:
     path.write_text(JOB_YAML.replace("rounds: 5", "rounds: ten"))
     with pytest.raises(JobFileError, match=r"^horizontal\.rounds: expected an integer, got 'ten'$"):
         load_job_spec(path)
+
+
+def test_rounds_ten_through_the_real_cli_is_one_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(JOB_YAML.replace("rounds: 5", "rounds: ten") + "  epochs: 3\n")
+    run = subprocess.run([sys.executable, "-m", "fedsuite.cli", "job", "submit", str(path), "--coordinator",
+                          "127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr.startswith("fedsuite: unknown key(s): horizontal.epochs; horizontal takes "), run.stderr
+    path.write_text(JOB_YAML.replace("rounds: 5", "rounds: ten"))
+    run = subprocess.run([sys.executable, "-m", "fedsuite.cli", "job", "submit", str(path), "--coordinator",
+                          "127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stderr) == (2, "fedsuite: horizontal.rounds: expected an integer, got 'ten'\n")
 
 
 def test_numbers_yaml_leaves_as_text_and_special_floats() -> None:
