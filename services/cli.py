@@ -188,8 +188,9 @@ def _job_cancel(args: argparse.Namespace) -> int:
 def _job_resume(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         job = admin.resume(args.job_id)
-        console.print(f"{job.job_id}: {pb.JobState.Name(job.state).removeprefix('JOB_STATE_')}, "
-                      f"continuing after round {job.current_round}")
+        where = (f"continuing after round {job.current_round}" if job.spec.HasField("horizontal")
+                 else "running again from the start (a vertical job keeps no checkpoints)")
+        console.print(f"{job.job_id}: {pb.JobState.Name(job.state).removeprefix('JOB_STATE_')}, {where}")
         return _follow(admin, job.job_id) if args.watch else 0
 
 

@@ -45,7 +45,7 @@ def progress(job: pb.Job) -> str:
     if which == "horizontal":
         return f"{job.current_round}/{job.spec.horizontal.rounds}"
     if which == "vertical":
-        done = job.vertical_result.epochs or (job.rounds[-1].round if job.rounds else 0)
+        done = job.vertical_result.epochs or job.current_round
         return f"{done}/{hetero_params(job.spec.vertical.params).max_iter} epochs"
     return f"{job.vertical_result.n_scored} rows" if job.HasField("vertical_result") else "scoring"
 

@@ -97,8 +97,9 @@ class JobManager:
         thread = self._threads.get(job_id)
         if thread is not None and thread.is_alive():
             raise JobStateError(f"job {job_id} is still winding down; resume it in a moment")
+        where = f"after round {job.current_round}" if job.spec.HasField("horizontal") else "from the start"
         event = pb.JobEvent(job_id=job_id, type=pb.JOB_EVENT_TYPE_RESUMED, round=job.current_round,
-                            message=f"resumed after round {job.current_round} (it had failed: {job.reason})")
+                            message=f"resumed {where} (it had failed: {job.reason})")
         if not self._store.reopen_job(job_id, event):
             raise JobStateError(f"job {job_id} changed state; it can no longer be resumed")
         with self._changed:

@@ -200,6 +200,12 @@ class SqliteStore:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def set_progress(self, job_id: str, current_round: int) -> None:
+        """Advance a job that commits no rounds (a vertical job's epochs), for `job list` and `job get`."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET current_round = ?, updated_at = ? WHERE job_id = ?",
+                             (current_round, time.time(), job_id))
+
     # events ------------------------------------------------------------------
     def append_event(self, event: pb.JobEvent) -> pb.JobEvent:
         """Store ``event`` with the job's next sequence number and return it."""

@@ -56,6 +56,7 @@ class VerticalJob:
         body = self.spec.vertical if train else self.spec.vertical_predict
         nodes = self.participants(body.guest, list(body.hosts), train, body.step_timeout_s or DEFAULT_STEP_TIMEOUT_S)
         exchange_id = f"{self.ctx.job_id}.{uuid.uuid4().hex[:8]}"  # fresh per run: a restarted job never sees old messages
+        self.ctx.store.set_progress(self.ctx.job_id, 0)  # a rerun (after a restart or a resume) trains from the start
         self.ctx.event(pb.JOB_EVENT_TYPE_STARTED, parties=[n.node_id for n in nodes], total_rounds=self.total_epochs,
                        message=f"{'training' if train else 'scoring'} with {', '.join(n.node_id for n in nodes)}")
         results = self._run_all(nodes, lambda node: self._task(node, nodes, exchange_id, train), train)
@@ -131,6 +132,7 @@ class VerticalJob:
                                message=progress.message)
                 continue
             telemetry.TRAINING_LOSS.labels(job_id=self.ctx.job_id).set(progress.loss)
+            self.ctx.store.set_progress(self.ctx.job_id, progress.epoch)
             self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_COMMITTED, progress.epoch, total_rounds=self.total_epochs,
                            metrics=pb.RoundMetrics(round=progress.epoch, train_loss=progress.loss))
         raise RuntimeError("the node ended without a result")

@@ -21,7 +21,7 @@ import pytest
 
 from fedcore.proto import coordinator_pb2 as pb
 
-from fedsuite.demo import PARTIES
+from fedsuite.demo import GUEST, HOST, PARTIES, VERTICAL_PARAMS, prepare_vertical_data
 from fedsuite.jobfile import parse_job_spec
 from fedsuite.local import LocalFederation
 from tests.integration.test_processes_e2e import job, start_parties, wait_for_event
@@ -208,3 +208,33 @@ def test_download_during_training_always_gets_a_whole_committed_round(
     assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
     assert not failures, failures[:3]
     assert len(set(rounds_seen)) >= 10 and rounds_seen == sorted(rounds_seen), rounds_seen[-5:]
+
+
+def test_vertical_job_shows_its_epochs_and_resumes_from_the_start_after_losing_its_host(
+    federation: LocalFederation,
+) -> None:
+    prepare_vertical_data(federation.workdir / "data")
+    federation.start_arbiter()
+    federation.start_coordinator()
+    federation.start_party(GUEST, {"g": {"path": f"data/{GUEST}.csv", "label": "target", "id_column": "id",
+                                         "eval_fraction": 0}})
+    federation.start_party(HOST, {"h": {"path": f"data/{HOST}.csv", "id_column": "id", "eval_fraction": 0}}, role="host")
+    federation.wait_for_parties([GUEST, HOST])
+    spec = parse_job_spec({"vertical": {"guest": GUEST, "hosts": [HOST], "guest_dataset": "g", "host_dataset": "h",
+                                        "step_timeout_s": 20, "params": {**VERTICAL_PARAMS, "max_iter": 30, "tol": 0.0}}})
+    with federation.admin() as admin:
+        job_id = admin.submit(spec)
+        wait_for_event(federation, job_id, pb.JOB_EVENT_TYPE_ROUND_COMMITTED, 3)
+        assert admin.get(job_id).current_round >= 3  # `job list` and `job get` see the epochs as they pass
+        federation.nodes[HOST].kill()
+        failed = admin.wait(job_id, 60)
+        assert failed.state == pb.JOB_STATE_FAILED and HOST in failed.reason, failed.reason
+        federation.restart_party(HOST)
+        resumed = admin.resume(job_id)
+        assert resumed.state == pb.JOB_STATE_PENDING
+        final = admin.wait(job_id, 180)
+        events = list(admin.watch(job_id, 10))
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    assert final.vertical_result.epochs == 30 and final.current_round == 30
+    assert any(e.type == pb.JOB_EVENT_TYPE_RESUMED and "from the start" in e.message for e in events)
+    assert events[-1].message == "trained 30 epochs"
