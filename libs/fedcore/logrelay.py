@@ -47,8 +47,8 @@ DRAIN_S = 2.0
 SERVING = "--- fedcore.logrelay: the service is up ---"
 """The line :func:`serving` writes: what came before was the service's start."""
 
-HOLD_MAX = 1000
-"""Lines held back at most while a service starts."""
+HOLD_MAX, HOLD_S = 1000, 15.0
+"""Lines held back, and seconds, at most while a service starts: a slow start still shows its log."""
 """At exit, how long the service waits for the relay to write out what is still in the pipe."""
 
 _RANK = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
@@ -150,23 +150,33 @@ class Relay:
     who started it; one that comes up gets it as JSON, like everything after.
     """
 
-    def __init__(self, service: str, node_id: str, level: str, write: Callable[[str], None]) -> None:
+    def __init__(self, service: str, node_id: str, level: str, write: Callable[[str], None],
+                 hold_s: float = HOLD_S) -> None:
         self._tags = {"service": service, "node_id": node_id}
         self._threshold = _RANK.get(level.lower(), _RANK["info"])
         self._write = write
         self._pending: _Record | None = None
         self._held: list[str] | None = []
+        self._hold_until = time.monotonic() + hold_s
         self._raw = False
 
-    @property
-    def pending(self) -> bool:
-        return self._pending is not None
+    def wait_s(self) -> float | None:
+        """How long to wait for input before :meth:`tick` (None: until input comes)."""
+        if self._pending is not None:
+            return IDLE_S
+        return None if self._held is None else max(0.0, self._hold_until - time.monotonic())
+
+    def tick(self) -> None:
+        """No input for :meth:`wait_s`: end the record being collected, or stop holding a slow start back."""
+        if self._held is not None and time.monotonic() >= self._hold_until:
+            self._replay()
+        self.flush()
 
     def line(self, text: str) -> None:
         """Take one line (without its newline)."""
         if self._held is None:
             self._take(text)
-        elif text == SERVING or len(self._held) >= HOLD_MAX:
+        elif text == SERVING or len(self._held) >= HOLD_MAX or time.monotonic() >= self._hold_until:
             self._replay()
             if text != SERVING:
                 self._take(text)
@@ -263,9 +273,9 @@ def main(argv: Sequence[str]) -> int:
     relay = Relay(service, node_id, level, _write_line)
     buffered = b""
     while True:
-        ready, _, _ = select.select([0], [], [], IDLE_S if relay.pending else None)
+        ready, _, _ = select.select([0], [], [], relay.wait_s())
         if not ready:
-            relay.flush()
+            relay.tick()
             continue
         chunk = os.read(0, 1 << 16)
         if not chunk:

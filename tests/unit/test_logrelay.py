@@ -106,3 +106,11 @@ def test_service_environment_adds_the_handshaker_trace_once() -> None:
     assert service_environment({})["GRPC_TRACE"] == "handshaker"
     assert service_environment({"GRPC_TRACE": "tcp"})["GRPC_TRACE"] == "tcp,handshaker"
     assert service_environment({"GRPC_TRACE": "handshaker,api", "X": "1"}) == {"GRPC_TRACE": "handshaker,api", "X": "1"}
+
+
+def test_a_slow_start_is_not_held_back_for_ever() -> None:
+    written: list[str] = []
+    relayed = Relay("party", "party-a", "info", written.append, hold_s=0.0)
+    relayed.line("still loading a large dataset")
+    relayed.tick()
+    assert [json.loads(line)["message"] for line in written] == ["still loading a large dataset"]
