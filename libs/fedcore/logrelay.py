@@ -7,8 +7,9 @@ service runs with fd 2 a pipe to a relay process (``python -m fedcore.logrelay``
 lines pass through unchanged, any other line becomes one JSON record tagged with the
 service and node, and gRPC's handshaker trace (``GRPC_TRACE=handshaker``; grpc reads it
 once, when imported) becomes one ``tls_handshake_failed`` record per failed handshake,
-with the peer's address. The trace's other lines are dropped. Until the service is up its lines are held back, so a
-service that fails at start prints its sentence as it wrote it, for the person starting it.
+with the peer's address. The trace's other lines are dropped. Until the service is up
+its lines are held back, so one that fails at start prints its sentence as it wrote it,
+for the person starting it.
 
 A process rather than a thread: when the service dies (a C-level abort, SIGKILL) its last
 words are still in the pipe, and the relay still writes them out.
@@ -49,7 +50,6 @@ SERVING = "--- fedcore.logrelay: the service is up ---"
 
 HOLD_MAX, HOLD_S = 1000, 15.0
 """Lines held back, and seconds, at most while a service starts: a slow start still shows its log."""
-"""At exit, how long the service waits for the relay to write out what is still in the pipe."""
 
 _RANK = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _GLOG_LEVEL = {"I": "info", "W": "warning", "E": "error", "F": "critical"}
@@ -64,7 +64,8 @@ _HINTS = (
     ("WRONG_VERSION_NUMBER", "server", "the client speaks plaintext (runs --insecure?)"),
     ("WRONG_VERSION_NUMBER", "client", "the server speaks plaintext (runs --insecure?)"),
     ("CERTIFICATE_REQUIRED", "server", "the client sent no certificate"),
-    ("Socket closed", "server", "the client hung up during the handshake (a TCP probe, or it refused this node's certificate)"),
+    ("Socket closed", "server",
+     "the client hung up during the handshake (a TCP probe, or it refused this node's certificate)"),
 )
 """(words in gRPC's reason, side, what it means) for the failures people meet."""
 
