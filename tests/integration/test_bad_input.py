@@ -345,7 +345,8 @@ def _honest_servicer(pki: Path, breast_dir: Path) -> party_pb2_grpc.PartyService
     catalog = DatasetCatalog({"breast": DatasetConfig(path=str(breast_dir / "party-c-train.csv"), label="target")}, breast_dir)
     work = LocalWork(catalog)
     endpoint = VerticalEndpoint("party-x", ChannelPool(tls(pki, "party-x")), insecure=False)
-    return PartyServicer(work, "party-x", VerticalParty(work, ModelStore(breast_dir / "models", "party-x")), endpoint.node)
+    return PartyServicer(work, "party-x", VerticalParty(work, ModelStore(breast_dir / "models", "party-x"), breast_dir / "scores"),
+                         endpoint.node)
 
 
 def test_certificate_without_a_fedsuite_role_is_unauthenticated(pki: Path, tmp_path: Path, coordinator: Coordinator) -> None:
