@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -289,13 +290,9 @@ def _run_job(pki: Path, coordinator: Coordinator, max_update_norm: float = 0.0) 
         return final, client.download_model(job_id).weights
 
 
-@pytest.mark.parametrize("mode", ["nan", "wrong_shape", "wrong_round", "wrong_job", "extra_chunk"])
-def test_broken_update_is_dropped_and_the_model_is_untouched(
-    pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party], mode: str,
-) -> None:
-    honest_final, honest_weights = _run_job(pki, coordinator)
-    assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
-
+@contextmanager
+def broken_party(pki: Path, breast_dir: Path, coordinator: Coordinator, mode: str) -> Iterator[None]:
+    """party-x, registered with a valid certificate, answering Train with an update broken by ``mode``."""
     broken = make_server("127.0.0.1:0", tls(pki, "party-x"), PARTY_POLICY, [service(
         party_pb2_grpc.add_PartyServicer_to_server, BrokenParty(_honest_servicer(pki, breast_dir), mode), "fedsuite.v1.Party")])
     try:
@@ -303,9 +300,19 @@ def test_broken_update_is_dropped_and_the_model_is_untouched(
         datasets = [common_pb2.DatasetInfo(name="breast", n_rows=100, n_eval_rows=0, n_features=30, has_label=True)]
         stub.RegisterParty(pb.RegisterPartyRequest(party_id="party-x", role=common_pb2.PARTY_ROLE_GUEST,
                                                    address=f"127.0.0.1:{broken.port}", datasets=datasets), timeout=DEADLINE)
-        final, weights = _run_job(pki, coordinator)
+        yield
     finally:
         broken.stop(0)
+
+
+@pytest.mark.parametrize("mode", ["nan", "wrong_shape", "wrong_round", "wrong_job", "extra_chunk"])
+def test_broken_update_is_dropped_and_the_model_is_untouched(
+    pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party], mode: str,
+) -> None:
+    honest_final, honest_weights = _run_job(pki, coordinator)
+    assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
+    with broken_party(pki, breast_dir, coordinator, mode):
+        final, weights = _run_job(pki, coordinator)
     assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
     assert all(sorted(r.parties) == ["party-a", "party-b"] for r in final.rounds)
     for mine, theirs in zip(weights, honest_weights):
@@ -319,18 +326,10 @@ def test_finite_but_poisonous_update_is_refused_with_the_party_named(
 ) -> None:
     honest_final, honest_weights = _run_job(pki, coordinator, max_update_norm=bound)
     assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
-    broken = make_server("127.0.0.1:0", tls(pki, "party-x"), PARTY_POLICY, [service(
-        party_pb2_grpc.add_PartyServicer_to_server, BrokenParty(_honest_servicer(pki, breast_dir), mode), "fedsuite.v1.Party")])
-    try:
-        stub = stub_as(pki, "party-x", coordinator.port)
-        datasets = [common_pb2.DatasetInfo(name="breast", n_rows=100, n_eval_rows=0, n_features=30, has_label=True)]
-        stub.RegisterParty(pb.RegisterPartyRequest(party_id="party-x", role=common_pb2.PARTY_ROLE_GUEST,
-                                                   address=f"127.0.0.1:{broken.port}", datasets=datasets), timeout=DEADLINE)
+    with broken_party(pki, breast_dir, coordinator, mode):
         final, weights = _run_job(pki, coordinator, max_update_norm=bound)
         with admin(pki, coordinator) as client:
             events = list(client.watch(final.job_id, 5))
-    finally:
-        broken.stop(0)
     assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
     dropped = [e for e in events if e.type == pb.JOB_EVENT_TYPE_PARTY_DROPPED]
     assert dropped and all(e.party_id == "party-x" and "INVALID_ARGUMENT" in e.message and why in e.message

@@ -181,9 +181,8 @@ def test_sigterm_stops_every_service_cleanly(federation: LocalFederation, breast
         assert time.monotonic() - started < 10
 
 
-def test_vertical_job_survives_a_coordinator_crash(federation: LocalFederation, tmp_path: Path) -> None:
-    """A coordinator SIGKILLed mid vertical training: the nodes' calls are cancelled, and the restarted
-    coordinator runs the job again from the start (fresh exchange id, no stale message) to the end."""
+def start_vertical(federation: LocalFederation, epochs: int) -> pb.JobSpec:
+    """Arbiter, coordinator, guest and host of the demo's vertical split; a training job of ``epochs`` for them."""
     prepare_vertical_data(federation.workdir / "data")
     federation.start_arbiter()
     federation.start_coordinator()
@@ -191,8 +190,14 @@ def test_vertical_job_survives_a_coordinator_crash(federation: LocalFederation, 
                                          "eval_fraction": 0}})
     federation.start_party(HOST, {"h": {"path": f"data/{HOST}.csv", "id_column": "id", "eval_fraction": 0}}, role="host")
     federation.wait_for_parties([GUEST, HOST])
-    spec = parse_job_spec({"vertical": {"guest": GUEST, "hosts": [HOST], "guest_dataset": "g", "host_dataset": "h",
-                                        "step_timeout_s": 20, "params": {**VERTICAL_PARAMS, "max_iter": 40, "tol": 0.0}}})
+    return parse_job_spec({"vertical": {"guest": GUEST, "hosts": [HOST], "guest_dataset": "g", "host_dataset": "h",
+                                        "step_timeout_s": 20, "params": {**VERTICAL_PARAMS, "max_iter": epochs, "tol": 0.0}}})
+
+
+def test_vertical_job_survives_a_coordinator_crash(federation: LocalFederation, tmp_path: Path) -> None:
+    """A coordinator SIGKILLed mid vertical training: the nodes' calls are cancelled, and the restarted
+    coordinator runs the job again from the start (fresh exchange id, no stale message) to the end."""
+    spec = start_vertical(federation, epochs=40)
     with federation.admin() as admin:
         job_id = admin.submit(spec)
     wait_for_event(federation, job_id, pb.JOB_EVENT_TYPE_ROUND_COMMITTED, 3)

@@ -21,10 +21,10 @@ import pytest
 
 from fedcore.proto import coordinator_pb2 as pb
 
-from fedsuite.demo import GUEST, HOST, PARTIES, VERTICAL_PARAMS, prepare_vertical_data
+from fedsuite.demo import HOST, PARTIES
 from fedsuite.jobfile import parse_job_spec
 from fedsuite.local import LocalFederation
-from tests.integration.test_processes_e2e import job, start_parties, wait_for_event
+from tests.integration.test_processes_e2e import job, start_parties, start_vertical, wait_for_event
 
 
 def dropped(events: list[pb.JobEvent]) -> list[pb.JobEvent]:
@@ -213,15 +213,7 @@ def test_download_during_training_always_gets_a_whole_committed_round(
 def test_vertical_job_shows_its_epochs_and_resumes_from_the_start_after_losing_its_host(
     federation: LocalFederation,
 ) -> None:
-    prepare_vertical_data(federation.workdir / "data")
-    federation.start_arbiter()
-    federation.start_coordinator()
-    federation.start_party(GUEST, {"g": {"path": f"data/{GUEST}.csv", "label": "target", "id_column": "id",
-                                         "eval_fraction": 0}})
-    federation.start_party(HOST, {"h": {"path": f"data/{HOST}.csv", "id_column": "id", "eval_fraction": 0}}, role="host")
-    federation.wait_for_parties([GUEST, HOST])
-    spec = parse_job_spec({"vertical": {"guest": GUEST, "hosts": [HOST], "guest_dataset": "g", "host_dataset": "h",
-                                        "step_timeout_s": 20, "params": {**VERTICAL_PARAMS, "max_iter": 30, "tol": 0.0}}})
+    spec = start_vertical(federation, epochs=30)
     with federation.admin() as admin:
         job_id = admin.submit(spec)
         wait_for_event(federation, job_id, pb.JOB_EVENT_TYPE_ROUND_COMMITTED, 3)
