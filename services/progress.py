@@ -39,6 +39,10 @@ def follow_job(admin: CoordinatorAdmin, job_id: str, console: Console) -> pb.Job
             elif event.type in (pb.JOB_EVENT_TYPE_PARTY_DROPPED, pb.JOB_EVENT_TYPE_ROUND_RETRIED):
                 who = f" {event.party_id}" if event.party_id else ""
                 progress.console.print(f"round {event.round}: {kind}{who}: {event.message}")
-            elif event.type in (pb.JOB_EVENT_TYPE_FAILED, pb.JOB_EVENT_TYPE_CANCELLED, pb.JOB_EVENT_TYPE_SUCCEEDED):
+            elif event.type == pb.JOB_EVENT_TYPE_WAITING:
+                progress.update(bar, description=f"job {job_id} pending")
+                progress.console.print(f"pending: {event.message}")
+            elif event.type in (pb.JOB_EVENT_TYPE_FAILED, pb.JOB_EVENT_TYPE_CANCELLED, pb.JOB_EVENT_TYPE_SUCCEEDED,
+                                pb.JOB_EVENT_TYPE_RESUMED):
                 progress.console.print(f"{kind}: {event.message}")
     return admin.get(job_id)

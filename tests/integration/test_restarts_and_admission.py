@@ -175,12 +175,19 @@ def test_job_waiting_for_offline_parties_is_pending_with_the_reason(
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert "offline: party-c" in waiting.reason and "min_parties=3" in waiting.reason, waiting.reason
+        watch = subprocess.Popen(  # what a person following the job sees
+            [sys.executable, "-m", "fedsuite.cli", "job", "watch", job_id, "--coordinator",
+             federation.coordinator_address, "--certs", str(federation.certs)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         federation.restart_party("party-c")
         final = admin.wait(job_id, 60)
         events = list(admin.watch(job_id, 10))
+        shown, _ = watch.communicate(timeout=30)
     assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
     waits = [e for e in events if e.type == pb.JOB_EVENT_TYPE_WAITING]
     assert len(waits) == 1 and "party-c" in waits[0].message
+    assert watch.returncode == 0 and "pending: waiting up to round_timeout_s=60 s" in shown, shown
+    assert "offline: party-c" in shown and "Traceback" not in shown
 
 
 def test_download_during_training_always_gets_a_whole_committed_round(
