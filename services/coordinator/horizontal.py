@@ -57,9 +57,9 @@ class _PlainUpdates:
 
     def add(self, party_id: str, part: tensors.ChunkValues) -> int:
         values = part.values
-        if values.size and float(np.abs(values).max()) > self._max_abs:
-            raise ValueError(f"a weight of magnitude {float(np.abs(values).max()):.3g} exceeds "
-                             f"max_abs_weight={self._max_abs:g}")
+        largest = max(float(values.max()), -float(values.min())) if values.size else 0.0  # no |values| copy
+        if largest > self._max_abs:
+            raise ValueError(f"a weight of magnitude {largest:.3g} exceeds max_abs_weight={self._max_abs:g}")
         if self._max_norm:
             start = part.element_offset
             base = self._global[part.tensor_index].reshape(-1)[start : start + values.size]
@@ -412,7 +412,7 @@ class HorizontalFedAvgJob:
         for array in weights:
             if not np.isfinite(array).all():
                 raise JobFailed(f"round {round_number}: the aggregated model is not finite; it was not committed")
-            if array.size and float(np.abs(array).max()) > self.spec.max_abs_weight:
+            if array.size and max(float(array.max()), -float(array.min())) > self.spec.max_abs_weight:
                 raise JobFailed(f"round {round_number}: the aggregated model has a weight beyond "
                                 f"max_abs_weight={self.spec.max_abs_weight:g}; it was not committed")
 

@@ -143,6 +143,21 @@ def test_abandon_after_a_chunk_taints_and_commit_refuses() -> None:
         aggregator.commit()
 
 
+def test_a_finite_update_that_overflows_the_sum_is_refused_not_summed_to_inf() -> None:
+    """3e38 is a finite float32 that passes the stream reader; times n_k it is not."""
+    aggregator = StreamingFedAvg(SPECS)
+    a = _complete(aggregator, "a", 3, 1)
+    aggregator.begin_update("huge", 10)
+    huge = [np.full(shape, 3e38, np.float32) for shape in SHAPES]
+    part = TensorStreamReader(SPECS).accept(next(iter_chunks(huge, 1 << 20)))
+    with pytest.raises(ValueError, match="overflows float32 in the sum"):
+        aggregator.add_update_chunk("huge", part.tensor_index, part.element_offset, part.values)
+    assert aggregator.abandon_update("huge") is True  # the round is retried without it, never committed
+    with pytest.raises(RuntimeError, match="partial updates"):
+        aggregator.commit()
+    assert all(np.isfinite(w).all() for w in a)
+
+
 def test_commit_refuses_while_an_update_is_streaming() -> None:
     aggregator = StreamingFedAvg(SPECS)
     _complete(aggregator, "a", 3, 1)
