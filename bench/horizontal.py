@@ -10,6 +10,7 @@ RSS is the coordinator's (Flower: its server's) VmHWM.
     .venv/bin/python bench/horizontal.py                  # 10 x 1 M, and 2/10/50 parties at 1 M for memory
     .venv/bin/python bench/horizontal.py --big            # ... and 10 x 10 M
     .venv/bin/python bench/horizontal.py --no-flower      # fedsuite only
+    .venv/bin/python bench/horizontal.py --repeat 5       # runs per configuration (default 3): median, min-max
 """
 
 from __future__ import annotations
@@ -83,27 +84,51 @@ def run_fedsuite(n_parties: int, n_params: int, rounds: int = 5, timeout_s: floa
             "model_mb": round(n_params * 4 / MIB, 1), "rounds": rounds, "round_seconds": seconds}
 
 
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's repeated runs: the median of each figure and its spread (min, max)."""
+    out = {k: runs[0][k] for k in ("framework", "clients", "params")}
+    for key in ("seconds_per_round", "server_peak_rss_mb"):
+        values = [r[key] for r in runs]
+        out[key] = statistics.median(values)
+        out[f"{key}_spread"] = [min(values), max(values)]
+    out["repeats"] = len(runs)
+    return out
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'framework':<18}{'clients':>8}{'params':>12}{'s/round':>10}{'peak RSS MB':>13}{'RSS/model':>11}"
+    head = (f"{'framework':<18}{'clients':>8}{'params':>12}{'s/round':>10}{'(min-max)':>14}"
+            f"{'peak RSS MB':>13}{'(min-max)':>12}{'RSS/model':>11}")
     lines = [head, "-" * len(head)]
     for r in rows:
         model_mb = r["params"] * 4 / MIB
+        t_lo, t_hi = r["seconds_per_round_spread"]
+        m_lo, m_hi = r["server_peak_rss_mb_spread"]
         lines.append(f"{r['framework']:<18}{r['clients']:>8}{r['params']:>12,}{r['seconds_per_round']:>10.2f}"
-                     f"{r['server_peak_rss_mb']:>13.0f}{r['server_peak_rss_mb'] / model_mb:>11.1f}")
+                     f"{f'{t_lo:.2f}-{t_hi:.2f}':>14}{r['server_peak_rss_mb']:>13.0f}{f'{m_lo:.0f}-{m_hi:.0f}':>12}"
+                     f"{r['server_peak_rss_mb'] / model_mb:>11.1f}")
     return "\n".join(lines)
 
 
-def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """fedsuite's round time and RSS over the faster Flower path's, per configuration."""
+def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """fedsuite over the faster Flower path, run by run (the i-th runs of each ran side by side), as a
+    median with its spread: a ratio is only a result when its spread is narrow."""
     out = []
-    for ours in (r for r in rows if r["framework"] == "fedsuite"):
-        flowers = [r for r in rows if r["framework"].startswith("flower")
-                   and (r["clients"], r["params"]) == (ours["clients"], ours["params"])]
-        if flowers:
-            fastest = min(flowers, key=lambda r: r["seconds_per_round"])
-            out.append({"clients": ours["clients"], "params": ours["params"], "vs": fastest["framework"],
-                        "time_ratio": round(ours["seconds_per_round"] / fastest["seconds_per_round"], 3),
-                        "rss_ratio": round(ours["server_peak_rss_mb"] / fastest["server_peak_rss_mb"], 3)})
+    configs = sorted({(r["clients"], r["params"]) for r in runs if r["framework"] == "fedsuite"})
+    for config in configs:
+        same = [r for r in runs if (r["clients"], r["params"]) == config]
+        ours = [r for r in same if r["framework"] == "fedsuite"]
+        flowers = {f: [r for r in same if r["framework"] == f] for f in {r["framework"] for r in same} - {"fedsuite"}}
+        if not flowers:
+            continue
+        fastest = min(flowers, key=lambda f: statistics.median(r["seconds_per_round"] for r in flowers[f]))
+        pairs = list(zip(ours, flowers[fastest]))
+        time_ratios = [a["seconds_per_round"] / b["seconds_per_round"] for a, b in pairs]
+        rss_ratios = [a["server_peak_rss_mb"] / b["server_peak_rss_mb"] for a, b in pairs]
+        out.append({"clients": config[0], "params": config[1], "vs": fastest, "pairs": len(pairs),
+                    "time_ratio": round(statistics.median(time_ratios), 3),
+                    "time_ratio_spread": [round(min(time_ratios), 3), round(max(time_ratios), 3)],
+                    "rss_ratio": round(statistics.median(rss_ratios), 3),
+                    "rss_ratio_spread": [round(min(rss_ratios), 3), round(max(rss_ratios), 3)]})
     return out
 
 
@@ -112,25 +137,28 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="also 10 x 10 M parameters")
     parser.add_argument("--no-flower", action="store_true", help="fedsuite only")
     parser.add_argument("--scaling", default="2,10,50", help="party counts for the memory-flatness run at 1 M")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each configuration (median and spread)")
     parser.add_argument("--json-out", help="also write the results here")
     args = parser.parse_args()
     configs = [(10, 1_000_000)] + ([(10, 10_000_000)] if args.big else [])
-    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     for clients, params in configs:
-        rows.append(run_fedsuite(clients, params))
-        if not args.no_flower:
-            from flower_side import run_flower
+        for _ in range(args.repeat):  # side by side: each repeat runs every framework once, so noise hits all
+            runs.append(run_fedsuite(clients, params))
+            if not args.no_flower:
+                from flower_side import run_flower
 
-            for path in ("grpc", "superlink"):
-                result = run_flower(path, clients, params)
-                rows.append({k: result[k] for k in ("framework", "clients", "params", "seconds_per_round",
-                                                    "server_peak_rss_mb", "rounds")})
-        print(table(rows), flush=True)
+                for path in ("grpc", "superlink"):
+                    result = run_flower(path, clients, params)
+                    runs.append({k: result[k] for k in ("framework", "clients", "params", "seconds_per_round",
+                                                        "server_peak_rss_mb", "rounds")})
     for clients in (int(c) for c in args.scaling.split(",") if c):
         if (clients, 1_000_000) not in configs:
-            rows.append(run_fedsuite(clients, 1_000_000))
+            runs.extend(run_fedsuite(clients, 1_000_000) for _ in range(args.repeat))
+    keys = list(dict.fromkeys((r["framework"], r["clients"], r["params"]) for r in runs))
+    rows = [summarise([r for r in runs if (r["framework"], r["clients"], r["params"]) == key]) for key in keys]
     print(table(rows))
-    report = {"results": rows, "ratios": ratios(rows)}
+    report = {"results": rows, "ratios": ratios(runs), "runs": runs}
     print(json.dumps(report, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
