@@ -25,7 +25,7 @@ class Arbiter:
         self._channels = ChannelPool(tls, Identity(config.node_id, "arbiter"))
         self.vertical = VerticalEndpoint(config.node_id, self._channels, insecure)
         self.audit = AuditLog((base_dir / config.audit_path).resolve())
-        servicer = ArbiterServicer(KeyVault(config.default_key_bits, self.audit), self.vertical.node)
+        servicer = ArbiterServicer(KeyVault(config.default_key_bits, self.audit, config.max_keys, config.key_idle_ttl_s), self.vertical.node)
         self.server: Server = make_server(
             config.listen, tls, {**POLICY, **EXCHANGE_POLICY},
             [service(arbiter_pb2_grpc.add_ArbiterServicer_to_server, servicer, "fedsuite.v1.Arbiter"),

@@ -14,12 +14,13 @@ from fedcore.proto import arbiter_pb2, arbiter_pb2_grpc, vertical_pb2
 from fedcore.federation import FederationContext
 from fedcore.vertical.hetero_lr import EpochDone, fit_arbiter
 
-from fedsuite.arbiter.keys import KeyVault, UnknownKey
+from fedsuite.arbiter.keys import KeyVault, TooManyKeys, UnknownKey
 from fedsuite.translate import hetero_params
 from fedsuite.vertical_node import Report, VerticalNode, job_label, status_for
 
 POLICY = {
-    "/fedsuite.v1.Arbiter/CreateKey": frozenset({"coordinator", "party"}),
+    "/fedsuite.v1.Arbiter/CreateKey": frozenset({"coordinator"}),
+    "/fedsuite.v1.Arbiter/ReleaseKey": frozenset({"coordinator"}),
     "/fedsuite.v1.Arbiter/GetPublicKey": frozenset({"coordinator", "party"}),
     "/fedsuite.v1.Arbiter/RunVertical": frozenset({"coordinator"}),
     "/fedsuite.v1.Arbiter/DecryptSum": frozenset({"coordinator"}),
@@ -42,7 +43,14 @@ class ArbiterServicer(arbiter_pb2_grpc.ArbiterServicer):
             public = self._vault.create(request.job_id, request.key_bits)
         except ValueError as err:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except TooManyKeys as err:
+            abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
         return arbiter_pb2.PublicKey(job_id=request.job_id, key_bits=public.key_bits, n=public.n_bytes())
+
+    def ReleaseKey(self, request: arbiter_pb2.ReleaseKeyRequest,
+                   context: grpc.ServicerContext) -> arbiter_pb2.ReleaseKeyResponse:
+        """The job ended: its private key has nothing left to decrypt."""
+        return arbiter_pb2.ReleaseKeyResponse(released=self._vault.release(request.job_id))
 
     def GetPublicKey(self, request: arbiter_pb2.GetPublicKeyRequest, context: grpc.ServicerContext) -> arbiter_pb2.PublicKey:
         try:

@@ -27,7 +27,7 @@ from fedcore.proto import tensor_pb2 as fedsuite_dot_v1_dot_tensor__pb2
 from fedcore.proto import vertical_pb2 as fedsuite_dot_v1_dot_vertical__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64suite/v1/arbiter.proto\x12\x0b\x66\x65\x64suite.v1\x1a\x18\x66\x65\x64suite/v1/tensor.proto\x1a\x1a\x66\x65\x64suite/v1/vertical.proto\"X\n\x10\x44\x65\x63ryptSumHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x14\n\x0c\x63ontributors\x18\x03 \x01(\x05\x12\x0f\n\x07lengths\x18\x04 \x03(\x03\"z\n\x11\x44\x65\x63ryptSumRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.fedsuite.v1.DecryptSumHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.fedsuite.v1.TensorChunkH\x00\x42\t\n\x07payload\"=\n\x12\x44\x65\x63ryptSumResponse\x12\'\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x18.fedsuite.v1.TensorChunk\"4\n\x10\x43reateKeyRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08key_bits\x18\x02 \x01(\x05\"%\n\x13GetPublicKeyRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\tPublicKey\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08key_bits\x18\x02 \x01(\x05\x12\t\n\x01n\x18\x03 \x01(\x0c\x32\xb5\x02\n\x07\x41rbiter\x12\x42\n\tCreateKey\x12\x1d.fedsuite.v1.CreateKeyRequest\x1a\x16.fedsuite.v1.PublicKey\x12H\n\x0cGetPublicKey\x12 .fedsuite.v1.GetPublicKeyRequest\x1a\x16.fedsuite.v1.PublicKey\x12I\n\x0bRunVertical\x12\x19.fedsuite.v1.VerticalTask\x1a\x1d.fedsuite.v1.VerticalProgress0\x01\x12Q\n\nDecryptSum\x12\x1e.fedsuite.v1.DecryptSumRequest\x1a\x1f.fedsuite.v1.DecryptSumResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64suite/v1/arbiter.proto\x12\x0b\x66\x65\x64suite.v1\x1a\x18\x66\x65\x64suite/v1/tensor.proto\x1a\x1a\x66\x65\x64suite/v1/vertical.proto\"X\n\x10\x44\x65\x63ryptSumHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x14\n\x0c\x63ontributors\x18\x03 \x01(\x05\x12\x0f\n\x07lengths\x18\x04 \x03(\x03\"z\n\x11\x44\x65\x63ryptSumRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.fedsuite.v1.DecryptSumHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.fedsuite.v1.TensorChunkH\x00\x42\t\n\x07payload\"=\n\x12\x44\x65\x63ryptSumResponse\x12\'\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x18.fedsuite.v1.TensorChunk\"4\n\x10\x43reateKeyRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08key_bits\x18\x02 \x01(\x05\"#\n\x11ReleaseKeyRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"&\n\x12ReleaseKeyResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"%\n\x13GetPublicKeyRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\tPublicKey\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08key_bits\x18\x02 \x01(\x05\x12\t\n\x01n\x18\x03 \x01(\x0c\x32\x84\x03\n\x07\x41rbiter\x12\x42\n\tCreateKey\x12\x1d.fedsuite.v1.CreateKeyRequest\x1a\x16.fedsuite.v1.PublicKey\x12M\n\nReleaseKey\x12\x1e.fedsuite.v1.ReleaseKeyRequest\x1a\x1f.fedsuite.v1.ReleaseKeyResponse\x12H\n\x0cGetPublicKey\x12 .fedsuite.v1.GetPublicKeyRequest\x1a\x16.fedsuite.v1.PublicKey\x12I\n\x0bRunVertical\x12\x19.fedsuite.v1.VerticalTask\x1a\x1d.fedsuite.v1.VerticalProgress0\x01\x12Q\n\nDecryptSum\x12\x1e.fedsuite.v1.DecryptSumRequest\x1a\x1f.fedsuite.v1.DecryptSumResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,10 +42,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DECRYPTSUMRESPONSE']._serialized_end=371
   _globals['_CREATEKEYREQUEST']._serialized_start=373
   _globals['_CREATEKEYREQUEST']._serialized_end=425
-  _globals['_GETPUBLICKEYREQUEST']._serialized_start=427
-  _globals['_GETPUBLICKEYREQUEST']._serialized_end=464
-  _globals['_PUBLICKEY']._serialized_start=466
-  _globals['_PUBLICKEY']._serialized_end=522
-  _globals['_ARBITER']._serialized_start=525
-  _globals['_ARBITER']._serialized_end=834
+  _globals['_RELEASEKEYREQUEST']._serialized_start=427
+  _globals['_RELEASEKEYREQUEST']._serialized_end=462
+  _globals['_RELEASEKEYRESPONSE']._serialized_start=464
+  _globals['_RELEASEKEYRESPONSE']._serialized_end=502
+  _globals['_GETPUBLICKEYREQUEST']._serialized_start=504
+  _globals['_GETPUBLICKEYREQUEST']._serialized_end=541
+  _globals['_PUBLICKEY']._serialized_start=543
+  _globals['_PUBLICKEY']._serialized_end=599
+  _globals['_ARBITER']._serialized_start=602
+  _globals['_ARBITER']._serialized_end=990
 # @@protoc_insertion_point(module_scope)

@@ -43,6 +43,18 @@ class CreateKeyRequest(_message.Message):
     key_bits: int
     def __init__(self, job_id: _Optional[str] = ..., key_bits: _Optional[int] = ...) -> None: ...
 
+class ReleaseKeyRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseKeyResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: bool
+    def __init__(self, released: _Optional[bool] = ...) -> None: ...
+
 class GetPublicKeyRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

@@ -42,6 +42,11 @@ class ArbiterStub:
                 request_serializer=fedsuite_dot_v1_dot_arbiter__pb2.CreateKeyRequest.SerializeToString,
                 response_deserializer=fedsuite_dot_v1_dot_arbiter__pb2.PublicKey.FromString,
                 _registered_method=True)
+        self.ReleaseKey = channel.unary_unary(
+                '/fedsuite.v1.Arbiter/ReleaseKey',
+                request_serializer=fedsuite_dot_v1_dot_arbiter__pb2.ReleaseKeyRequest.SerializeToString,
+                response_deserializer=fedsuite_dot_v1_dot_arbiter__pb2.ReleaseKeyResponse.FromString,
+                _registered_method=True)
         self.GetPublicKey = channel.unary_unary(
                 '/fedsuite.v1.Arbiter/GetPublicKey',
                 request_serializer=fedsuite_dot_v1_dot_arbiter__pb2.GetPublicKeyRequest.SerializeToString,
@@ -64,7 +69,15 @@ class ArbiterServicer:
     """
 
     def CreateKey(self, request, context):
-        """Creates the Paillier key pair of a job, or returns the existing one's public key (callers: coordinator).
+        """Creates the Paillier key pair of a job, or returns the existing one's public key; RESOURCE_EXHAUSTED
+        when the arbiter already holds max_keys keys (callers: coordinator).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseKey(self, request, context):
+        """Forgets a job's key pair because the job ended; idempotent (callers: coordinator).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +111,11 @@ def add_ArbiterServicer_to_server(servicer, server):
                     servicer.CreateKey,
                     request_deserializer=fedsuite_dot_v1_dot_arbiter__pb2.CreateKeyRequest.FromString,
                     response_serializer=fedsuite_dot_v1_dot_arbiter__pb2.PublicKey.SerializeToString,
+            ),
+            'ReleaseKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseKey,
+                    request_deserializer=fedsuite_dot_v1_dot_arbiter__pb2.ReleaseKeyRequest.FromString,
+                    response_serializer=fedsuite_dot_v1_dot_arbiter__pb2.ReleaseKeyResponse.SerializeToString,
             ),
             'GetPublicKey': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPublicKey,
@@ -143,6 +161,33 @@ class Arbiter:
             '/fedsuite.v1.Arbiter/CreateKey',
             fedsuite_dot_v1_dot_arbiter__pb2.CreateKeyRequest.SerializeToString,
             fedsuite_dot_v1_dot_arbiter__pb2.PublicKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsuite.v1.Arbiter/ReleaseKey',
+            fedsuite_dot_v1_dot_arbiter__pb2.ReleaseKeyRequest.SerializeToString,
+            fedsuite_dot_v1_dot_arbiter__pb2.ReleaseKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
