@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedcore import logrelay, telemetry
+from fedcore.audit import Anchor, certificate_keys
 from fedcore.audit import verify as verify_audit
 from fedcore.config import ENV_PREFIX, ConfigError, ListenError, load_config
 from fedcore.proto import common_pb2
@@ -235,8 +236,22 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    count, last = verify_audit(args.file)
-    console.print(f"{args.file}: {count} records, chain intact, last hash {last}")
+    from fedsuite.coordinator.store import SqliteStore
+
+    state = Path(args.state_dir) if args.state_dir else Path(args.file).parent
+    db = state / "coordinator.db"
+    if args.state_dir and not db.exists():
+        raise FileNotFoundError(2, "no such file", str(db))
+    store = SqliteStore(db) if db.exists() else None
+    try:
+        anchor = Anchor(db.name, store.audit_head, store.save_audit_head) if store else None
+        count, last = verify_audit(args.file, certificate_keys(args.cert) if args.cert else None, anchor)
+    finally:
+        if store:
+            store.close()
+    checks = ["chain intact", f"head matches {db}" if anchor else "no anchor found (give --state-dir)",
+              "every record signed by " + ", ".join(args.cert) if args.cert else "signatures not checked (give --cert)"]
+    console.print(f"{args.file}: {count} records, {'; '.join(checks)}; last hash {last}")
     return 0
 
 
@@ -319,8 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=_predict)
 
     audit = commands.add_parser("audit", help="audit logs").add_subparsers(dest="audit", required=True)
-    check = audit.add_parser("verify", help="check a hash-chained audit log end to end")
+    check = audit.add_parser("verify", help="check a signed, hash-chained audit log end to end and against its anchor")
     check.add_argument("file")
+    check.add_argument("--cert", action="append", default=[],
+                       help="PEM certificate of the node that signed the log (repeatable, for earlier keys)")
+    check.add_argument("--state-dir", help="coordinator state_dir holding the anchor (default: FILE's directory)")
     check.set_defaults(func=_audit_verify)
 
     data = commands.add_parser("data", help="write the demo's CSVs (breast cancer, split as the demo splits it)")

@@ -1,71 +1,226 @@
-"""An append-only, hash-chained audit log (DESIGN.md, "Security").
+"""An append-only, hash-chained, signed audit log with its head anchored outside the file
+(DESIGN.md, "Security").
 
-Each record is one JSON line carrying the SHA-256 of the previous record's line, h_i =
-SHA-256(canonical JSON of record i, which includes h_{i-1}), with h_0 over a fixed genesis
-value. Editing, deleting, inserting or reordering any line breaks every hash after it, so
-:func:`verify` finds the first record that no longer fits. Records are fsynced: an
-acknowledged registration, submission, round or decryption is on disk.
+Each record is one JSON line with a sequence number and the SHA-256 of the previous
+record, h_i = SHA-256(canonical JSON of record i, which includes h_{i-1}), with h_0 over a
+fixed genesis value, so editing, deleting, inserting or reordering a line breaks the chain
+there. A chain alone can be cut short or rewritten from scratch, so two more things hold:
+
+* a service with a TLS key signs every record's hash with it (ECDSA, the key the log file
+  cannot rewrite; anyone with the node's certificate can check, and one signature costs
+  far less than the fsync each record pays anyway). An edited line whose own hash was
+  recomputed fails its signature at that line, and no one without the key can append;
+* the head (record count and last hash) is saved in an anchor the log does not hold (the
+  coordinator's SQLite store), after the record is fsynced. A log shorter than its anchor,
+  or whose record at the anchored count has another hash, was cut short or re-chained.
+
+A crash mid-write leaves a final line without its newline (never acknowledged: the fsync
+had not returned); opening the log drops it, fsyncs, and records what was dropped.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from fedcore import telemetry
 
 GENESIS = "0" * 64
 
+Head = tuple[int, str]
+"""(number of records, last hash): what an anchor holds."""
+
 
 class AuditError(ValueError):
-    """The log's chain is broken; the message names the first bad line."""
+    """The log is broken, cut short or re-chained; the message names the first bad line."""
 
 
-def _digest(record: dict[str, Any]) -> str:
+def _digest(record: Mapping[str, Any]) -> str:
     canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def verify(path: str | Path) -> tuple[int, str]:
-    """(number of records, last hash) of a whole, unbroken chain; AuditError otherwise."""
-    previous, count = GENESIS, 0
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                record = json.loads(line)
-                claimed = record.pop("hash")
-            except (json.JSONDecodeError, KeyError, AttributeError) as err:
-                raise AuditError(f"{path}:{number}: not an audit record ({err})") from None
-            if record.get("prev") != previous or record.get("seq") != count + 1 or _digest(record) != claimed:
-                raise AuditError(f"{path}:{number}: the chain is broken here (edited, removed or reordered)")
-            previous, count = claimed, count + 1
-    return count, previous
+def _fingerprint(key: ec.EllipticCurvePublicKey) -> str:
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()[:16]
+
+
+class Signer:
+    """Signs record hashes with a node's ECDSA private key (its TLS key file)."""
+
+    def __init__(self, key_path: str | Path) -> None:
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise AuditError(f"{key_path}: the audit log is signed with an ECDSA key, and this is not one")
+        self._key = key
+        self.fingerprint = _fingerprint(key.public_key())
+
+    def sign(self, digest: str) -> str:
+        return base64.b64encode(self._key.sign(digest.encode(), ec.ECDSA(hashes.SHA256()))).decode()
+
+    def public_keys(self) -> dict[str, ec.EllipticCurvePublicKey]:
+        return {self.fingerprint: self._key.public_key()}
+
+
+def certificate_keys(paths: Iterable[str | Path]) -> dict[str, ec.EllipticCurvePublicKey]:
+    """The public keys of these PEM certificates (a node's current and earlier ones), by fingerprint."""
+    keys: dict[str, ec.EllipticCurvePublicKey] = {}
+    for path in paths:
+        for cert in x509.load_pem_x509_certificates(Path(path).read_bytes()):
+            key = cert.public_key()
+            if isinstance(key, ec.EllipticCurvePublicKey):
+                keys[_fingerprint(key)] = key
+    return keys
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where a log's head is kept apart from it; ``name`` is how messages call it."""
+
+    name: str
+    load: Callable[[], Head | None]
+    save: Callable[[int, str], None]
+
+
+@dataclass
+class _Scan:
+    count: int
+    last: str
+    whole_bytes: int  # length of the file's whole (newline-terminated) records
+    torn_bytes: int  # bytes after the last newline: a final line torn by a crash
+
+
+def _scan(path: Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None, anchor: Anchor | None,
+          every_signature: bool) -> _Scan:
+    """Check the chain, sequence numbers, signatures and anchor; AuditError names the first bad line.
+
+    With ``every_signature`` False (a service at start) only the last record's signature is
+    checked, and the one before a break: the chain ties every other record to it.
+    """
+    data = path.read_bytes() if path.exists() else b""
+    whole = data.rfind(b"\n") + 1
+    lines = data[:whole].splitlines()
+    head, where = (anchor.load(), anchor.name) if anchor else (None, "")
+    previous = GENESIS
+    checked: list[tuple[int, dict[str, Any], str]] = []  # (line, record, hash): the last one, to sign-check
+
+    def check_signature(number: int, record: Mapping[str, Any], digest: str) -> None:
+        if keys is None:
+            return
+        key = keys.get(record.get("key", ""))
+        if key is None:
+            raise AuditError(f"{path}:{number}: the record is not signed by a key this check was given"
+                             f" (key {record.get('key')!r})")
+        try:
+            key.verify(base64.b64decode(record.get("sig", "")), digest.encode(), ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):
+            raise AuditError(f"{path}:{number}: the signature does not match the record (edited or forged)") from None
+
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            claimed = record.pop("hash")
+            signature = record.pop("sig", None)
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as err:
+            raise AuditError(f"{path}:{number}: not an audit record ({err})") from None
+        if record.get("prev") != previous or record.get("seq") != number:
+            if checked and not every_signature:
+                check_signature(*checked[-1])  # an edit with its own hash recomputed is that line's fault
+            raise AuditError(f"{path}:{number}: the chain is broken here (edited, removed or reordered)")
+        if _digest(record) != claimed:
+            raise AuditError(f"{path}:{number}: the record does not match its hash (edited)")
+        if keys is not None and signature is None:
+            raise AuditError(f"{path}:{number}: the record is not signed")
+        record["sig"] = signature
+        if every_signature:
+            check_signature(number, record, claimed)
+        checked[:] = [(number, record, claimed)]
+        if head and number == head[0] and claimed != head[1]:
+            raise AuditError(f"{path}:{number}: this is not the record {where} anchors"
+                             f" as line {number} (the log was re-chained from here or earlier)")
+        previous = claimed
+    count = len(lines)
+    if checked and not every_signature:
+        check_signature(*checked[-1])
+    if head and count < head[0]:
+        gone = f"line {head[0]} was" if head[0] == count + 1 else f"lines {count + 1}-{head[0]} were"
+        raise AuditError(f"{path}:{count + 1}: the log ends after {count} records but {where}"
+                         f" anchors {head[0]}: {gone} removed")
+    return _Scan(count, previous, whole, len(data) - whole)
+
+
+def verify(path: str | Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None = None,
+           anchor: Anchor | None = None) -> Head:
+    """(number of records, last hash) of a whole log; AuditError names the first bad line.
+
+    ``keys`` (from :func:`certificate_keys`) checks every signature; ``anchor`` the head.
+    """
+    scan = _scan(Path(path), keys, anchor, every_signature=True)
+    if scan.torn_bytes:
+        raise AuditError(f"{path}:{scan.count + 1}: the last line is torn ({scan.torn_bytes} bytes without a"
+                         " newline, a crash mid-write); the service drops and records it when it starts")
+    return scan.count, scan.last
 
 
 class AuditLog:
-    """Appends records to ``path``, continuing the chain already there (verified at open)."""
+    """Appends records to ``path``, continuing the chain there once it has checked out.
 
-    def __init__(self, path: str | Path) -> None:
+    With ``signer`` every record is signed; with ``anchor`` the head is saved after every
+    record and a log that disagrees with it is refused at open.
+    """
+
+    def __init__(self, path: str | Path, signer: Signer | None = None, anchor: Anchor | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._count, self._last = verify(self.path) if self.path.exists() else (0, GENESIS)
+        self._signer, self._anchor = signer, anchor
         self._lock = threading.Lock()
+        keys = signer.public_keys() if signer else None
+        try:
+            scan = _scan(self.path, keys, anchor, every_signature=False)
+        except AuditError:  # found late (at the head): name the first bad line, which every signature does
+            _scan(self.path, keys, anchor, every_signature=True)
+            raise
+        self._count, self._last = scan.count, scan.last
+        if scan.torn_bytes:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(scan.whole_bytes)
+                os.fsync(handle.fileno())
+            telemetry.get_logger().warning("audit log: dropped a torn last line", extra={
+                "path": str(self.path), "line": scan.count + 1, "bytes_dropped": scan.torn_bytes})
+            self.record("audit_torn_line_dropped", line=scan.count + 1, bytes_dropped=scan.torn_bytes)
+        elif anchor is not None and self._count and anchor.load() != (self._count, self._last):
+            anchor.save(self._count, self._last)  # records fsynced before a crash stopped the anchor update
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append one record (``event`` and JSON-able ``fields``) and return it with its hash."""
         with self._lock:
             record = {"seq": self._count + 1, "time": round(time.time(), 6), "event": event, **fields,
                       "prev": self._last}
+            if self._signer is not None:
+                record["key"] = self._signer.fingerprint
             record["hash"] = _digest(record)
+            if self._signer is not None:
+                record["sig"] = self._signer.sign(record["hash"])
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
             self._count, self._last = record["seq"], record["hash"]
+            if self._anchor is not None:
+                self._anchor.save(self._count, self._last)
             return record
 
 

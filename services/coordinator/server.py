@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 from fedcore import telemetry
-from fedcore.audit import AuditLog, refusals_to
+from fedcore.audit import Anchor, AuditLog, Signer, refusals_to
 from fedcore.proto import coordinator_pb2_grpc
 from fedcore.rpc import ChannelPool, Server, make_server, service
 from fedcore.tls import Identity
@@ -28,7 +28,9 @@ class Coordinator:
         state.mkdir(parents=True, exist_ok=True)
         tls = tls_files(config, base_dir, insecure, "coordinator")
         self.store = SqliteStore(state / "coordinator.db")
-        self.audit = AuditLog(state / "audit.log")
+        # Signed with the node's TLS key, headed in the store: a cut or re-chained log is refused here.
+        self.audit = AuditLog(state / "audit.log", Signer(tls.key) if tls else None,
+                              Anchor("coordinator.db", self.store.audit_head, self.store.save_audit_head))
         checkpoints = CheckpointStore(state / "checkpoints")
         self._channels = ChannelPool(tls, Identity(config.node_id, "coordinator"))
         self.registry = PartyRegistry(self.store, config.party_timeout_s, self.audit, self._channels.replace)

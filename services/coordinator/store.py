@@ -25,6 +25,8 @@ TERMINAL_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS parties (party_id TEXT PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_head (
+    one INTEGER PRIMARY KEY CHECK (one = 1), count INTEGER NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY, spec BLOB NOT NULL, state INTEGER NOT NULL, reason TEXT NOT NULL,
     current_round INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL, model_info BLOB,
@@ -231,6 +233,17 @@ class SqliteStore:
                 "SELECT event FROM events WHERE job_id = ? AND sequence > ? ORDER BY sequence", (job_id, sequence)
             ).fetchall()
         return [pb.JobEvent.FromString(r[0]) for r in rows]
+
+    # audit log head ------------------------------------------------------------
+    def audit_head(self) -> tuple[int, str] | None:
+        """(records, last hash) of ``audit.log`` as last written: the anchor a cut or re-chained log fails."""
+        with self._lock:
+            row = self._db.execute("SELECT count, hash FROM audit_head").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def save_audit_head(self, count: int, last: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?)", (count, last))
 
 
 class CheckpointStore:

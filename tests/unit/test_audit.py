@@ -1,13 +1,19 @@
-"""The hash-chained audit log: records chain, reopening continues the chain, any edit is found."""
+"""The audit log: records chain, reopening continues the chain, any edit, cut, re-chain or forgery is found at
+its line, and a torn last line is recovered and recorded."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fedcore.audit import GENESIS, AuditError, AuditLog, verify
+from fedcore.audit import GENESIS, Anchor, AuditError, AuditLog, Signer, verify
+from fedcore.tls import init_pki
+
+from fedsuite.coordinator.store import SqliteStore
 
 
 def test_records_chain_and_a_reopened_log_continues_it(tmp_path: Path) -> None:
@@ -43,3 +49,135 @@ def test_any_tampering_breaks_the_chain_at_that_line(tmp_path: Path, tamper: str
         verify(path)
     with pytest.raises(AuditError):
         AuditLog(path)  # a broken log is not silently continued
+
+
+# Signed and anchored: the tampering issue 7 point 8 describes, each found at its line. ------------------------------
+
+RECORDS = 5
+
+
+@pytest.fixture
+def signed(tmp_path: Path) -> Iterator[tuple[Path, Signer, Anchor, SqliteStore]]:
+    """A coordinator-like log: signed with a real ECDSA node key, headed in a real SQLite store."""
+    files = init_pki(tmp_path / "pki", ["coordinator"])["coordinator"]
+    store = SqliteStore(tmp_path / "coordinator.db")
+    anchor = Anchor("coordinator.db", store.audit_head, store.save_audit_head)
+    log = AuditLog(tmp_path / "audit.log", Signer(files.key), anchor)
+    for i in range(RECORDS):
+        log.record("round_committed", job_id="j", round=i + 1, parties=["a", "b"])
+    yield tmp_path / "audit.log", Signer(files.key), anchor, store
+    store.close()
+
+
+def _hash(record: dict[str, object]) -> str:
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _rechain(lines: list[str], start: int) -> list[str]:
+    """What a forger without the key can do: recompute every hash and link from ``start`` on."""
+    previous = json.loads(lines[start - 1])["hash"] if start else GENESIS
+    for i in range(start, len(lines)):
+        record = json.loads(lines[i])
+        record.pop("hash")
+        signature = record.pop("sig")
+        record["prev"] = previous
+        previous = record["hash"] = _hash(record)
+        record["sig"] = signature
+        lines[i] = json.dumps(record, sort_keys=True)
+    return lines
+
+
+def _refused(path: Path, signer: Signer, anchor: Anchor, line: int, why: str) -> None:
+    """Both `audit verify` and a service opening the log name ``line`` and say why."""
+    with pytest.raises(AuditError, match=rf"audit.log:{line}: .*{why}"):
+        verify(path, signer.public_keys(), anchor)
+    with pytest.raises(AuditError, match=rf"audit.log:{line}: .*{why}"):
+        AuditLog(path, signer, anchor)
+
+
+@pytest.mark.parametrize(("keep", "message"), [
+    (RECORDS - 1, "ends after 4 records but coordinator.db anchors 5: line 5 was removed"),
+    (RECORDS - 3, "ends after 2 records but coordinator.db anchors 5: lines 3-5 were removed"),
+    (1, "lines 2-5 were removed"),
+    (0, "ends after 0 records but coordinator.db anchors 5"),
+])
+def test_a_log_cut_short_is_refused_naming_the_first_missing_line(
+        signed: tuple[Path, Signer, Anchor, SqliteStore], keep: int, message: str) -> None:
+    path, signer, anchor, _ = signed
+    lines = path.read_text().splitlines()[:keep]
+    path.write_text("".join(line + "\n" for line in lines))
+    assert verify(path) == (keep, json.loads(lines[-1])["hash"] if lines else GENESIS)  # the chain alone passes
+    _refused(path, signer, anchor, keep + 1, message)
+
+
+def test_an_edit_rechained_to_the_end_is_found_at_the_edited_line(
+        signed: tuple[Path, Signer, Anchor, SqliteStore]) -> None:
+    path, signer, anchor, _ = signed
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["parties"] = ["a"]
+    lines[1] = json.dumps(record)
+    path.write_text("\n".join(_rechain(lines, 1)) + "\n")
+    assert verify(path)[0] == RECORDS  # well chained
+    _refused(path, signer, anchor, 2, "signature does not match")
+
+
+def test_an_edit_with_its_own_hash_recomputed_is_found_at_that_line_not_the_next(
+        signed: tuple[Path, Signer, Anchor, SqliteStore]) -> None:
+    path, signer, anchor, _ = signed
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[2])
+    record["round"] = 30
+    lines[2] = json.dumps(record)
+    lines[2] = _rechain(lines[:3], 2)[2]
+    path.write_text("\n".join(lines) + "\n")
+    _refused(path, signer, anchor, 3, "signature does not match")
+
+
+@pytest.mark.parametrize("forger", ["unsigned", "other key"])
+def test_an_appended_well_chained_forgery_is_refused(
+        signed: tuple[Path, Signer, Anchor, SqliteStore], tmp_path: Path, forger: str) -> None:
+    path, signer, anchor, _ = signed
+    last = json.loads(path.read_text().splitlines()[-1])
+    forged = {"seq": RECORDS + 1, "time": last["time"], "event": "job_finished", "job_id": "j", "prev": last["hash"]}
+    other = Signer(init_pki(tmp_path / "other", ["coordinator"])["coordinator"].key)
+    if forger == "other key":
+        forged["key"] = other.fingerprint
+    forged["hash"] = _hash(forged)
+    if forger == "other key":
+        forged["sig"] = other.sign(forged["hash"])
+    with open(path, "a") as handle:
+        handle.write(json.dumps(forged) + "\n")
+    why = "not signed$" if forger == "unsigned" else "not signed by a key this check was given"
+    _refused(path, signer, anchor, RECORDS + 1, why)
+
+
+def test_a_torn_last_line_is_dropped_at_open_and_recorded(signed: tuple[Path, Signer, Anchor, SqliteStore]) -> None:
+    path, signer, anchor, store = signed
+    torn = b'{"event": "round_committed", "job_id": "j", "ro'
+    with open(path, "ab") as handle:
+        handle.write(torn)
+    with pytest.raises(AuditError, match=rf"audit.log:{RECORDS + 1}: the last line is torn \({len(torn)} bytes"):
+        verify(path, signer.public_keys(), anchor)
+    log = AuditLog(path, signer, anchor)
+    log.record("job_finished", job_id="j")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert records[RECORDS]["event"] == "audit_torn_line_dropped"
+    assert records[RECORDS]["line"] == RECORDS + 1 and records[RECORDS]["bytes_dropped"] == len(torn)
+    assert verify(path, signer.public_keys(), anchor) == (RECORDS + 2, records[-1]["hash"]) == store.audit_head()
+
+
+def test_a_cut_inside_a_record_is_not_taken_for_a_torn_line(signed: tuple[Path, Signer, Anchor, SqliteStore]) -> None:
+    path, signer, anchor, _ = signed
+    path.write_bytes(path.read_bytes()[:-20])  # record 5 loses its end and its newline
+    _refused(path, signer, anchor, RECORDS, "line 5 was removed")
+
+
+def test_records_fsynced_before_the_anchor_was_updated_are_kept(
+        signed: tuple[Path, Signer, Anchor, SqliteStore]) -> None:
+    path, signer, anchor, store = signed
+    AuditLog(path, signer).record("job_finished", job_id="j")  # a crash between the fsync and the anchor's update
+    assert store.audit_head()[0] == RECORDS
+    AuditLog(path, signer, anchor)
+    assert store.audit_head() == verify(path, signer.public_keys(), anchor) and store.audit_head()[0] == RECORDS + 1
