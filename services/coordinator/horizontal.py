@@ -29,6 +29,7 @@ from fedcore.rpc import error_text
 
 from fedsuite.coordinator.job_context import JobContext, JobFailed
 from fedsuite.coordinator.party_client import serialise_global_chunks
+from fedsuite.coordinator.party_reports import BadReport, check_description, check_evaluation, declared_dataset
 from fedsuite.translate import model_config
 
 PAILLIER_EXPONENT = -40
@@ -102,6 +103,8 @@ class HorizontalFedAvgJob:
     def __init__(self, ctx: JobContext, spec: pb.HorizontalJobSpec) -> None:
         self.ctx = ctx
         self.spec = spec
+        self.refused: dict[str, str] = {}
+        """Parties refused for the rest of the job, with why: their DescribeData reply was a lie."""
 
     # -- the protocol ---------------------------------------------------------
     def run(self) -> None:
@@ -124,6 +127,9 @@ class HorizontalFedAvgJob:
         """Agree on features, classes and scaling with the parties, then checkpoint round 0."""
         existing = self.ctx.store.model_info(self.ctx.job_id)
         if existing is not None:
+            if existing.paillier_n:  # resumed: the key was released when the job failed (or is still held)
+                existing.paillier_n = self.paillier_key()
+                self.ctx.store.save_model_info(self.ctx.job_id, existing)
             return existing
         stats = self._describe(holders)
         widths = {s.n_features for s in stats.values()}
@@ -168,7 +174,7 @@ class HorizontalFedAvgJob:
         Takes the global model as serialised chunks and returns the new one the same way.
         """
         started = time.monotonic()
-        excluded: dict[str, str] = {}
+        excluded = dict(self.refused)
         for attempt in range(self.spec.max_round_retries + 1):
             parties = self.sample_parties(round_number, attempt, excluded)
             outcome = self.train_round(round_number, parties, global_chunks, specs, info)
@@ -333,7 +339,7 @@ class HorizontalFedAvgJob:
         """Every online holder with held-out rows scores the new global model; sample-weighted overall."""
         holders = [
             p for p in self.ctx.registry.online_holding(self.spec.dataset)
-            if any(d.name == self.spec.dataset and d.n_eval_rows > 0 for d in p.datasets)
+            if declared_dataset(p, self.spec.dataset).n_eval_rows > 0 and p.party_id not in self.refused
         ]
         if not holders:
             return None, {}
@@ -344,10 +350,16 @@ class HorizontalFedAvgJob:
         for party_id, reason in failures.items():
             self.ctx.log.warning("evaluation_failed", party_id=party_id, reason=reason)
         by_party: dict[str, common_pb2.EvalMetrics] = {}
-        for party_id, reply in replies.items():
-            metrics = reply.metrics
-            if metrics.n_samples > 0 and math.isfinite(metrics.loss) and 0 <= metrics.accuracy <= 1:
-                by_party[party_id] = metrics
+        for party in holders:
+            reply = replies.get(party.party_id)
+            if reply is None:
+                continue
+            try:
+                check_evaluation(reply.metrics, declared_dataset(party, self.spec.dataset))
+            except BadReport as err:
+                self._name_bad_party(party.party_id, round_number, f"refused its Evaluate reply: {err}")
+                continue
+            by_party[party.party_id] = reply.metrics
         if not by_party:
             return None, {}
         overall = weighted_mean([Metrics(m.loss, m.accuracy, m.auc, m.n_samples) for m in by_party.values()])
@@ -438,7 +450,25 @@ class HorizontalFedAvgJob:
                                                        self.ctx.call_timeout_s)
             for p in holders
         })
+        for party in holders:
+            reply = stats.get(party.party_id)
+            if reply is None:
+                continue
+            try:
+                check_description(reply, declared_dataset(party, self.spec.dataset))
+            except BadReport as err:
+                del stats[party.party_id]
+                self.refused[party.party_id] = self._name_bad_party(
+                    party.party_id, 0, f"refused its DescribeData reply and left out of the job: {err}")
         if len(stats) < self.spec.min_parties:
-            detail = "; ".join(f"{p}: {why}" for p, why in sorted(failures.items()))
-            raise JobFailed(f"could not describe dataset {self.spec.dataset!r} on enough parties: {detail}")
+            detail = "; ".join(f"{p}: {why}" for p, why in sorted({**failures, **self.refused}.items()))
+            raise JobFailed(f"could not describe dataset {self.spec.dataset!r} on min_parties={self.spec.min_parties} "
+                            f"parties: {detail}")
         return stats
+
+    def _name_bad_party(self, party_id: str, round_number: int, why: str) -> str:
+        """A PARTY_DROPPED event and a warning naming the party whose reply was refused; returns the reason."""
+        reason = f"INVALID_ARGUMENT: {why}"
+        self.ctx.event(pb.JOB_EVENT_TYPE_PARTY_DROPPED, round_number, party_id=party_id, message=reason)
+        self.ctx.log.warning("party_reply_refused", party_id=party_id, reason=reason)
+        return reason

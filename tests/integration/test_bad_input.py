@@ -7,7 +7,7 @@ real gRPC Party server with a valid certificate that answers with broken updates
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -244,24 +244,35 @@ def test_party_refuses_a_round_older_than_one_it_trained(pki: Path, breast_dir: 
 
 # -- an adversarial party never touches the global model ----------------------------------------------
 class BrokenParty(party_pb2_grpc.PartyServicer):
-    """Answers Train with an update broken in one way; honest in DescribeData and Evaluate."""
+    """Lies in one way (``mode``): in its Train update, its DescribeData statistics (DESCRIBE_LIES)
+    or its Evaluate metrics (EVALUATE_LIES); honest in the rest.
+
+    An Evaluate liar answers Train for another job, so that its update never counts and the
+    model, and so the honest parties' metrics, equal those of the run without it."""
 
     def __init__(self, honest: party_pb2_grpc.PartyServicer, mode: str) -> None:
         self._honest = honest
         self._mode = mode
 
     def DescribeData(self, request, context):  # type: ignore[no-untyped-def]
-        return self._honest.DescribeData(request, context)
+        reply = self._honest.DescribeData(request, context)
+        if self._mode in DESCRIBE_LIES:
+            DESCRIBE_LIES[self._mode][0](reply)
+        return reply
 
     def Evaluate(self, request_iterator, context):  # type: ignore[no-untyped-def]
-        return self._honest.Evaluate(request_iterator, context)
+        if self._mode not in EVALUATE_LIES:
+            return self._honest.Evaluate(request_iterator, context)
+        for _ in request_iterator:
+            pass
+        return party_pb2.EvaluateResponse(metrics=common_pb2.EvalMetrics(**EVALUATE_LIES[self._mode][0]))
 
     def Train(self, request_iterator, context):  # type: ignore[no-untyped-def]
         task = next(request_iterator).task
         for _ in request_iterator:
             pass
         round_number = task.round + (1 if self._mode == "wrong_round" else 0)
-        job_id = "another-job" if self._mode == "wrong_job" else task.job_id
+        job_id = "another-job" if self._mode == "wrong_job" or self._mode in EVALUATE_LIES else task.job_id
         finite_attack = self._mode in FINITE_ATTACKS  # with the row count it declared: only the values lie
         yield party_pb2.TrainResponse(summary=party_pb2.UpdateSummary(
             job_id=job_id, round=round_number, n_samples=100 if finite_attack else 10**6, train_loss=0.1))
@@ -279,25 +290,70 @@ FINITE_ATTACKS = {"huge": 3e38, "far": 1e4}
 """Finite values that pass the NaN/Inf check: float32's edge (overflows a float32 sum), and a long way off."""
 
 
-def _run_job(pki: Path, coordinator: Coordinator, max_update_norm: float = 0.0) -> tuple[pb.Job, list[np.ndarray]]:
+def _set(field: str, value: object) -> Callable[[party_pb2.DescribeDataResponse], None]:
+    return lambda reply: setattr(reply, field, value)
+
+
+def _set_item(field: str, index: int, value: float) -> Callable[[party_pb2.DescribeDataResponse], None]:
+    return lambda reply: getattr(reply, field).__setitem__(index, value)
+
+
+DESCRIBE_LIES: dict[str, tuple[Callable[[party_pb2.DescribeDataResponse], None], str]] = {
+    "nan_sum": (_set_item("feature_sum", 3, float("nan")), "feature_sum or feature_sum_sq holds a NaN"),
+    "label_20000": (lambda r: r.class_labels.append(20000), "class label 20000 is outside 0..999"),
+    "label_1e12": (lambda r: r.class_labels.append(10**12), "class label 1000000000000 is outside"),
+    "negative_label": (lambda r: r.class_labels.append(-1), "class label -1 is outside"),
+    "negative_rows": (_set("n_rows", -5), "n_rows=-5 is not in 1.."),
+    "more_rows": (lambda r: setattr(r, "n_rows", r.n_rows * 1000), "training rows it declared at registration"),
+    "ragged_sq": (lambda r: r.feature_sum_sq.pop(), "feature_sum_sq has 29 values for 30 features"),
+    "negative_sq": (_set_item("feature_sum_sq", 0, -1.0), "feature_sum_sq holds a negative value"),
+    "huge_sq": (_set_item("feature_sum_sq", 0, 1e305), "beyond 1e+300"),
+    "impossible_sum": (_set_item("feature_sum", 0, 1e9), "of feature 0 imply a negative variance"),
+    "wrong_width": (_set("n_features", 31), "n_features=31 differs from the 30"),
+}
+"""DescribeData lies, each with the words of its refusal."""
+
+EVALUATE_LIES: dict[str, tuple[dict[str, float], str]] = {
+    "auc_7.5": (dict(loss=0.1, accuracy=0.9, auc=7.5, n_samples=10**15), "auc=7.5 is outside [0, 1]"),
+    "rows_1e15": (dict(loss=0.1, accuracy=0.9, auc=0.9, n_samples=10**15), "n_samples=1000000000000000 is not in 1.."),
+    "nan_loss": (dict(loss=float("nan"), accuracy=0.9, auc=0.9, n_samples=10), "loss=nan is not a finite number"),
+    "negative_loss": (dict(loss=-1.0, accuracy=0.9, auc=0.9, n_samples=10), "loss=-1.0 is not a finite number"),
+    "accuracy_2": (dict(loss=0.1, accuracy=2.0, auc=0.9, n_samples=10), "accuracy=2.0 is outside [0, 1]"),
+}
+"""Evaluate lies, each with the words of its refusal."""
+
+
+def _run_job(pki: Path, coordinator: Coordinator, max_update_norm: float = 0.0, standardize: bool = False,
+             min_parties: int = 2) -> tuple[pb.Job, list[np.ndarray]]:
     spec = horizontal_job(2)
-    spec.horizontal.min_parties = 2
+    spec.horizontal.min_parties = min_parties
     spec.horizontal.max_update_norm = max_update_norm
-    spec.horizontal.standardize = False  # so the model depends on the updates alone, not on who described data
+    spec.horizontal.standardize = standardize  # off: the model depends on the updates alone, not on who described data
     with admin(pki, coordinator) as client:
         job_id = client.submit(spec)
         final = client.wait(job_id, 120)
+        if final.state != pb.JOB_STATE_SUCCEEDED:
+            return final, []
         return final, client.download_model(job_id).weights
+
+
+def _events(pki: Path, coordinator: Coordinator, job_id: str, kind: int) -> list[pb.JobEvent]:
+    with admin(pki, coordinator) as client:
+        return [e for e in client.watch(job_id, 5) if e.type == kind]
 
 
 @contextmanager
 def broken_party(pki: Path, breast_dir: Path, coordinator: Coordinator, mode: str) -> Iterator[None]:
-    """party-x, registered with a valid certificate, answering Train with an update broken by ``mode``."""
+    """party-x, registered with a valid certificate and what it holds, lying as BrokenParty's ``mode`` says."""
+    catalog = DatasetCatalog({"breast": DatasetConfig(path=str(breast_dir / "party-c-train.csv"),
+                                                      eval_path=str(breast_dir / "party-c-eval.csv"), label="target")},
+                             breast_dir)
     broken = make_server("127.0.0.1:0", tls(pki, "party-x"), PARTY_POLICY, [service(
-        party_pb2_grpc.add_PartyServicer_to_server, BrokenParty(_honest_servicer(pki, breast_dir), mode), "fedsuite.v1.Party")])
+        party_pb2_grpc.add_PartyServicer_to_server, BrokenParty(_honest_servicer(pki, breast_dir, catalog), mode),
+        "fedsuite.v1.Party")])
     try:
         stub = stub_as(pki, "party-x", coordinator.port)
-        datasets = [common_pb2.DatasetInfo(name="breast", n_rows=100, n_eval_rows=0, n_features=30, has_label=True)]
+        datasets = catalog.describe()
         stub.RegisterParty(pb.RegisterPartyRequest(party_id="party-x", role=common_pb2.PARTY_ROLE_GUEST,
                                                    address=f"127.0.0.1:{broken.port}", datasets=datasets), timeout=DEADLINE)
         yield
@@ -340,12 +396,61 @@ def test_finite_but_poisonous_update_is_refused_with_the_party_named(
         np.testing.assert_array_equal(mine, theirs)
 
 
-def _honest_servicer(pki: Path, breast_dir: Path) -> party_pb2_grpc.PartyServicer:
-    catalog = DatasetCatalog({"breast": DatasetConfig(path=str(breast_dir / "party-c-train.csv"), label="target")}, breast_dir)
+def _honest_servicer(pki: Path, breast_dir: Path, catalog: DatasetCatalog) -> party_pb2_grpc.PartyServicer:
     work = LocalWork(catalog)
     endpoint = VerticalEndpoint("party-x", ChannelPool(tls(pki, "party-x")), insecure=False)
     return PartyServicer(work, "party-x", VerticalParty(work, ModelStore(breast_dir / "models", "party-x"), breast_dir / "scores"),
                          endpoint.node)
+
+
+@pytest.mark.parametrize("mode", sorted(DESCRIBE_LIES))
+def test_lying_data_description_is_refused_and_left_out_of_the_statistics(
+    pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party], mode: str,
+) -> None:
+    honest_final, honest_weights = _run_job(pki, coordinator, standardize=True)
+    assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
+    with broken_party(pki, breast_dir, coordinator, mode):
+        final, weights = _run_job(pki, coordinator, standardize=True)
+        dropped = _events(pki, coordinator, final.job_id, pb.JOB_EVENT_TYPE_PARTY_DROPPED)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    words = DESCRIBE_LIES[mode][1]
+    assert [(e.party_id, e.round) for e in dropped] == [("party-x", 0)], [e.message for e in dropped]
+    assert "INVALID_ARGUMENT: refused its DescribeData reply" in dropped[0].message and words in dropped[0].message
+    assert all(sorted(r.parties) == ["party-a", "party-b"] for r in final.rounds)
+    assert [len(w) for w in weights] == [30, 1]  # a label of 20000 made a 30 x 20001 model before
+    for mine, theirs in zip(weights, honest_weights):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_lying_description_fails_the_job_naming_the_party_when_the_quorum_needs_it(
+    pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party],
+) -> None:
+    with broken_party(pki, breast_dir, coordinator, "label_1e12"):
+        final, _ = _run_job(pki, coordinator, standardize=True, min_parties=3)
+    assert final.state == pb.JOB_STATE_FAILED
+    assert "party-x: INVALID_ARGUMENT: refused its DescribeData reply" in final.reason, final.reason
+    assert "class label 1000000000000 is outside" in final.reason and "internal error" not in final.reason
+
+
+@pytest.mark.parametrize("mode", sorted(EVALUATE_LIES))
+def test_lying_evaluation_is_refused_and_left_out_of_the_metrics(
+    pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party], mode: str,
+) -> None:
+    honest_final, honest_weights = _run_job(pki, coordinator)
+    assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
+    with broken_party(pki, breast_dir, coordinator, mode):
+        final, weights = _run_job(pki, coordinator)
+        dropped = _events(pki, coordinator, final.job_id, pb.JOB_EVENT_TYPE_PARTY_DROPPED)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    refusals = [e for e in dropped if "Evaluate" in e.message]
+    assert [(e.party_id, e.round) for e in refusals] == [("party-x", r.round) for r in final.rounds]
+    assert all("INVALID_ARGUMENT: refused its Evaluate reply" in e.message and EVALUATE_LIES[mode][1] in e.message
+               for e in refusals), [e.message for e in refusals]
+    for mine, theirs in zip(final.rounds, honest_final.rounds):
+        assert sorted(mine.eval_by_party) == ["party-a", "party-b"]
+        assert mine.eval == theirs.eval and 0 <= mine.eval.auc <= 1
+    for mine, theirs in zip(weights, honest_weights):
+        np.testing.assert_array_equal(mine, theirs)
 
 
 def test_certificate_without_a_fedsuite_role_is_unauthenticated(pki: Path, tmp_path: Path, coordinator: Coordinator) -> None:
