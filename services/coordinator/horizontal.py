@@ -28,6 +28,7 @@ from fedcore.proto import arbiter_pb2, common_pb2, coordinator_pb2 as pb, party_
 from fedcore.rpc import error_text
 
 from fedsuite.coordinator.job_context import JobContext, JobFailed
+from fedsuite.faults import crash_point
 from fedsuite.coordinator.party_client import serialise_global_chunks
 from fedsuite.coordinator.party_reports import BadReport, check_description, check_evaluation, declared_dataset
 from fedsuite.translate import model_config
@@ -407,13 +408,15 @@ class HorizontalFedAvgJob:
         metrics.seconds = time.monotonic() - started
         self.ctx.check_cancelled()
         self.ctx.checkpoints.save(self.ctx.job_id, round_number, weights)
-        self.ctx.store.commit_round(self.ctx.job_id, metrics)
-        if self.ctx.audit is not None:
-            self.ctx.audit.record("round_committed", job_id=self.ctx.job_id, round=round_number, parties=parties)
+        event = pb.JobEvent(job_id=self.ctx.job_id, type=pb.JOB_EVENT_TYPE_ROUND_COMMITTED, round=round_number,
+                            metrics=metrics, total_rounds=self.spec.rounds)
+        self.ctx.store.commit_round(self.ctx.job_id, metrics, event)  # the round and its event: one transaction
+        crash_point("round_committed", round_number)
+        self.ctx.notify()
+        self.ctx.audit_round(metrics)
         self.ctx.checkpoints.prune(self.ctx.job_id, round_number)
         telemetry.TRAINING_LOSS.labels(job_id=self.ctx.job_id).set(train_loss)
         telemetry.ROUND_DURATION.observe(metrics.seconds)
-        self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_COMMITTED, round_number, metrics=metrics, total_rounds=self.spec.rounds)
         self.ctx.log.info("round_committed", parties=parties, train_loss=train_loss,
                           auc=metrics.eval.auc if metrics.HasField("eval") else None, seconds=metrics.seconds)
         return chunks

@@ -22,6 +22,13 @@ from fedsuite.coordinator.store import CheckpointStore, SqliteStore
 EventSink = Callable[[pb.JobEvent], None]
 
 
+def audit_round(audit: AuditLog, store: SqliteStore, job_id: str, metrics: pb.RoundMetrics, recovered: bool) -> None:
+    """Record a committed round in the audit log (``recovered``: written after a crash lost it)."""
+    fields = {"recovered": True} if recovered else {}
+    audit.record("round_committed", job_id=job_id, round=metrics.round, parties=list(metrics.parties), **fields)
+    store.mark_audited(job_id, metrics.round)
+
+
 class JobFailed(Exception):
     """The job cannot go on; the message is the reason shown to people."""
 
@@ -48,6 +55,8 @@ class JobContext:
     """(node id, address) of the arbiter, for jobs that need one."""
     audit: AuditLog | None = None
     """Where rounds and decryption requests are recorded."""
+    notify: Callable[[], None] = lambda: None
+    """Wakes the job's watchers after an event was stored by the store itself (a round's commit)."""
     _calls: dict[grpc.Call, str] = field(default_factory=dict)
     _calls_lock: threading.Lock = field(default_factory=threading.Lock)
     _lost: dict[str, str] = field(default_factory=dict)
@@ -55,6 +64,11 @@ class JobContext:
 
     def event(self, kind: int, round_number: int = 0, **fields: object) -> None:
         self.emit(pb.JobEvent(job_id=self.job_id, type=kind, round=round_number, **fields))  # type: ignore[arg-type]
+
+    def audit_round(self, metrics: pb.RoundMetrics) -> None:
+        """The committed round's audit record, then the store's mark that it is written."""
+        if self.audit is not None:
+            audit_round(self.audit, self.store, self.job_id, metrics, recovered=False)
 
     def check_cancelled(self) -> None:
         if self.cancelled.is_set():

@@ -18,7 +18,7 @@ from fedcore.proto import coordinator_pb2 as pb
 from fedsuite.coordinator import specs
 from fedsuite.coordinator.admission import check_runnable
 from fedsuite.coordinator.horizontal import HorizontalFedAvgJob
-from fedsuite.coordinator.job_context import JobCancelled, JobContext, JobFailed
+from fedsuite.coordinator.job_context import JobCancelled, JobContext, JobFailed, audit_round
 from fedsuite.coordinator.party_client import PartyClient
 from fedsuite.coordinator.registry import PartyRegistry
 from fedsuite.coordinator.store import TERMINAL_STATES, CheckpointStore, SqliteStore
@@ -127,11 +127,15 @@ class JobManager:
                 yield event
 
     def resume_unfinished(self) -> list[str]:
-        """Restart the threads of jobs a previous process left running."""
+        """Restart the threads of jobs a previous process left running (after writing the audit records
+        of rounds a crash committed but did not get to record)."""
+        for job_id, metrics in self._store.unaudited_rounds():
+            audit_round(self._audit, self._store, job_id, metrics, recovered=True)
+            log.warning("round_audit_recovered", job_id=job_id, round=metrics.round)
         resumed = self._store.unfinished_jobs()
         for job_id in resumed:
             log.info("job_resuming", job_id=job_id)
-            self._start(job_id)
+            self._start(job_id, settle=True)
         return resumed
 
     def close(self) -> None:
@@ -158,22 +162,29 @@ class JobManager:
 
     def _emit(self, event: pb.JobEvent) -> None:
         self._store.append_event(event)
+        self._notify()
+
+    def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
 
-    def _start(self, job_id: str) -> None:
+    def _start(self, job_id: str, settle: bool = False) -> None:
+        """Run the job on its own thread; ``settle``: first give the parties a heartbeat's time to come
+        back (a restarted coordinator knows them all as offline until they do)."""
         flag = threading.Event()
         self._cancel_flags[job_id] = flag
-        thread = threading.Thread(target=self._run, args=(job_id, flag), name=f"job-{job_id}", daemon=True)
+        thread = threading.Thread(target=self._run, args=(job_id, flag, settle), name=f"job-{job_id}", daemon=True)
         self._threads[job_id] = thread
         thread.start()
 
-    def _run(self, job_id: str, cancelled: threading.Event) -> None:
+    def _run(self, job_id: str, cancelled: threading.Event, settle: bool = False) -> None:
+        if settle:
+            self._registry.wait_until_heard_from_all(cancelled)
         with telemetry.bind(job_id=job_id):
             job = self._store.get_job(job_id)
             context = JobContext(
                 job_id=job_id, store=self._store, checkpoints=self._checkpoints, registry=self._registry,
-                parties=self._parties, executor=self._executor, emit=self._emit, cancelled=cancelled,
+                parties=self._parties, executor=self._executor, emit=self._emit, notify=self._notify, cancelled=cancelled,
                 call_timeout_s=self._call_timeout_s, log=telemetry.get_logger(job_id=job_id), arbiter=self._arbiter,
                 audit=self._audit,
             )

@@ -66,6 +66,16 @@ class PartyRegistry:
             self._parties[party_id].last_seen = time.time()
         telemetry.PARTICIPANT_STATUS.labels(participant_id=party_id).set(1)
 
+    def wait_until_heard_from_all(self, stop: threading.Event) -> bool:
+        """After a restart, wait until every known party has been heard from, for party_timeout_s at most
+        (a party silent that long is offline by definition); True when all were heard from."""
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline and not stop.is_set():
+            if all(self.is_online(p) for p in list(self._parties)):
+                return True
+            stop.wait(0.1)
+        return False
+
     def is_online(self, party_id: str) -> bool:
         seen = self._last_seen.get(party_id)
         return seen is not None and time.monotonic() - seen <= self._timeout

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS rounds (
     job_id TEXT NOT NULL, round INTEGER NOT NULL, metrics BLOB NOT NULL, PRIMARY KEY (job_id, round));
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL, sequence INTEGER NOT NULL, event BLOB NOT NULL, PRIMARY KEY (job_id, sequence));
+CREATE TABLE IF NOT EXISTS unaudited_rounds (
+    job_id TEXT NOT NULL, round INTEGER NOT NULL, PRIMARY KEY (job_id, round));
 """
 
 
@@ -185,8 +187,14 @@ class SqliteStore:
             raise JobNotFound(job_id)
         return pb.ModelInfo.FromString(row[0]) if row[0] is not None else None
 
-    def commit_round(self, job_id: str, metrics: pb.RoundMetrics) -> None:
-        """Record a committed round and advance the job, in one transaction."""
+    def commit_round(self, job_id: str, metrics: pb.RoundMetrics, event: pb.JobEvent) -> None:
+        """Record a committed round, advance the job and store the round's event, in one transaction.
+
+        The round is also marked unaudited until ``mark_audited``: a crash between this
+        commit and the audit record leaves the mark, and the restarted coordinator writes
+        the record then (see ``unaudited_rounds``), so neither watchers nor the audit log
+        ever miss a committed round.
+        """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -197,10 +205,26 @@ class SqliteStore:
                     "UPDATE jobs SET current_round = ?, updated_at = ? WHERE job_id = ?",
                     (metrics.round, time.time(), job_id),
                 )
+                self._append_event(event)
+                self._db.execute("INSERT INTO unaudited_rounds VALUES (?, ?)", (job_id, metrics.round))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def mark_audited(self, job_id: str, round_number: int) -> None:
+        """The round's audit record is written (fsynced)."""
+        with self._lock:
+            self._db.execute("DELETE FROM unaudited_rounds WHERE job_id = ? AND round = ?", (job_id, round_number))
+
+    def unaudited_rounds(self) -> list[tuple[str, pb.RoundMetrics]]:
+        """Committed rounds whose audit record a crash prevented, oldest first: (job id, the round's metrics)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.job_id, r.metrics FROM unaudited_rounds u JOIN rounds r "
+                "ON r.job_id = u.job_id AND r.round = u.round ORDER BY r.job_id, r.round"
+            ).fetchall()
+        return [(job_id, pb.RoundMetrics.FromString(blob)) for job_id, blob in rows]
 
     def set_progress(self, job_id: str, current_round: int) -> None:
         """Advance a job that commits no rounds (a vertical job's epochs), for `job list` and `job get`."""

@@ -8,6 +8,7 @@ quorum is resumed with `fedsuite job resume`.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -237,3 +238,30 @@ def test_vertical_job_shows_its_epochs_and_resumes_from_the_start_after_losing_i
     assert final.vertical_result.epochs == 30 and final.current_round == 30
     assert any(e.type == pb.JOB_EVENT_TYPE_RESUMED and "from the start" in e.message for e in events)
     assert events[-1].message == "trained 30 epochs"
+
+
+def test_coordinator_killed_between_a_round_commit_and_its_audit_record_loses_neither_event_nor_record(
+    federation: LocalFederation, breast_dir: Path,
+) -> None:
+    """The one instant a kill from outside cannot hit: round 3 is in SQLite, its audit record not yet."""
+    coordinator = federation.start_coordinator(env={"FEDCORE_CRASH_AT": "round_committed:3"})
+    start_parties(federation, breast_dir)
+    with federation.admin() as admin:
+        job_id = admin.submit(job(rounds=6, min_parties=3, epochs=5))
+    assert coordinator.process.wait(60) == 137  # died at the crash point
+    federation.restart("coordinator")  # without the crash point
+    with federation.admin() as admin:
+        final = admin.wait(job_id, 120)
+        events = list(admin.watch(job_id, 10))
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    committed = [e.round for e in events if e.type == pb.JOB_EVENT_TYPE_ROUND_COMMITTED]
+    assert committed == list(range(1, 7))  # round 3's event came with its commit, once
+    assert all(sorted(r.parties) == list(PARTIES) for r in final.rounds)  # the resumed round waited for all three
+    audit = federation.workdir / "state" / "audit.log"
+    records = [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
+    rounds = [(r["round"], r.get("recovered", False)) for r in records
+              if r["event"] == "round_committed" and r["job_id"] == job_id]
+    assert rounds == [(1, False), (2, False), (3, True), (4, False), (5, False), (6, False)], rounds
+    verified = subprocess.run([sys.executable, "-m", "fedsuite.cli", "audit", "verify", str(audit)],
+                              capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
