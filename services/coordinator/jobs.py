@@ -222,3 +222,12 @@ class JobManager:
                 self._changed.notify_all()
             self._audit.record("job_finished", job_id=job_id, state=pb.JobState.Name(state), reason=reason)
             log.info("job_finished", job_id=job_id, state=pb.JobState.Name(state), reason=reason)
+            self._release_key(job_id)
+
+    def _release_key(self, job_id: str) -> None:
+        """A secure job's key has nothing left to decrypt once the job ends, in whatever state: the arbiter
+        forgets it (in the background, so ending a job never waits for the arbiter; a resumed job gets a
+        new key)."""
+        secure = self._store.get_job(job_id).spec.horizontal.secure_aggregation == pb.SECURE_AGGREGATION_PAILLIER
+        if self._arbiter is not None and secure and not self._closing:
+            self._executor.submit(self._parties.release_key, self._arbiter[1], job_id, self._call_timeout_s)

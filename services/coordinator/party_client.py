@@ -13,10 +13,10 @@ from collections.abc import Iterable, Iterator, Sequence
 import grpc
 import numpy as np
 
-from fedcore import tensors
+from fedcore import telemetry, tensors
 from fedcore.crypto.paillier import EncryptedArray
 from fedcore.proto import arbiter_pb2, party_pb2, vertical_pb2
-from fedcore.rpc import ChannelPool
+from fedcore.rpc import ChannelPool, error_text
 
 _TRAIN = "/fedsuite.v1.Party/Train"
 _EVALUATE = "/fedsuite.v1.Party/Evaluate"
@@ -122,6 +122,21 @@ class PartyClient:
             response_deserializer=arbiter_pb2.PublicKey.FromString,
         )
         return call(arbiter_pb2.CreateKeyRequest(job_id=job_id, key_bits=key_bits), timeout=timeout_s).n
+
+    def release_key(self, address: str, job_id: str, timeout_s: float) -> None:
+        """Have the arbiter forget the job's key pair (the job ended). Never raises: the job's end must
+        not depend on the arbiter, which frees an unused key by itself after its key_idle_ttl_s."""
+        call = self._channels.get(address).unary_unary(
+            "/fedsuite.v1.Arbiter/ReleaseKey",
+            request_serializer=arbiter_pb2.ReleaseKeyRequest.SerializeToString,
+            response_deserializer=arbiter_pb2.ReleaseKeyResponse.FromString,
+        )
+        try:
+            released = call(arbiter_pb2.ReleaseKeyRequest(job_id=job_id), timeout=timeout_s).released
+        except grpc.RpcError as err:
+            telemetry.get_logger().warning("key_release_failed", job_id=job_id, reason=error_text(err))
+            return
+        telemetry.get_logger().info("key_released", job_id=job_id, held=released)
 
     def decrypt_sum(
         self, address: str, header: arbiter_pb2.DecryptSumHeader, sums: Sequence[EncryptedArray], timeout_s: float

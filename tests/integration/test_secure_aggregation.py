@@ -4,7 +4,8 @@ key, the coordinator adds ciphertexts it cannot read, the arbiter decrypts only 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -13,7 +14,7 @@ import pytest
 
 from fedcore import tensors
 from fedcore.audit import verify
-from fedcore.crypto.paillier import PublicKey
+from fedcore.crypto.paillier import PublicKey, generate_keypair
 from fedcore.data import DatasetConfig
 from fedcore.proto import arbiter_pb2, arbiter_pb2_grpc
 from fedcore.proto import coordinator_pb2 as pb
@@ -71,26 +72,94 @@ def test_encrypted_aggregation_gives_the_plaintext_model(pki: Path, federation: 
 def test_arbiter_never_decrypts_a_single_update_and_only_for_the_coordinator(
     pki: Path, federation: tuple[Coordinator, Arbiter],
 ) -> None:
-    coordinator, arbiter = federation
-    secure_job, _ = run(pki, coordinator, secure=True)
-    stub = arbiter_pb2_grpc.ArbiterStub(make_channel(f"127.0.0.1:{arbiter.port}", tls(pki, "coordinator")))
-    key = PublicKey.from_n(stub.GetPublicKey(arbiter_pb2.GetPublicKeyRequest(job_id=secure_job.job_id), timeout=10).n)
-    one_update = key.encrypt(np.array([0.25, -1.5]), exponent=-40)
+    _, arbiter = federation
+    stub = arbiter_stub(pki, arbiter, "coordinator")
+    key = PublicKey.from_n(stub.CreateKey(arbiter_pb2.CreateKeyRequest(job_id="probe", key_bits=1024), timeout=30).n)
 
     def requests(contributors: int) -> Iterator[arbiter_pb2.DecryptSumRequest]:
-        yield arbiter_pb2.DecryptSumRequest(header=arbiter_pb2.DecryptSumHeader(
-            job_id=secure_job.job_id, round=1, contributors=contributors, lengths=[2]))
-        for chunk in tensors.iter_ciphertext_chunks([one_update]):
-            yield arbiter_pb2.DecryptSumRequest(chunk=chunk)
+        return decrypt_requests(key, "probe", contributors)
 
     with pytest.raises(grpc.RpcError) as caught:
         list(stub.DecryptSum(requests(1), timeout=10))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
     assert "at least 2" in caught.value.details()  # type: ignore[attr-defined]
-    party = arbiter_pb2_grpc.ArbiterStub(make_channel(f"127.0.0.1:{arbiter.port}", tls(pki, "party-a")))
     with pytest.raises(grpc.RpcError) as caught:
-        list(party.DecryptSum(requests(3), timeout=10))
+        list(arbiter_stub(pki, arbiter, "party-a").DecryptSum(requests(3), timeout=10))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    stub.ReleaseKey(arbiter_pb2.ReleaseKeyRequest(job_id="probe"), timeout=10)
+
+
+def arbiter_stub(pki: Path, arbiter: Arbiter, name: str) -> arbiter_pb2_grpc.ArbiterStub:
+    return arbiter_pb2_grpc.ArbiterStub(make_channel(f"127.0.0.1:{arbiter.port}", tls(pki, name)))
+
+
+def decrypt_requests(key: PublicKey, job_id: str, contributors: int) -> Iterator[arbiter_pb2.DecryptSumRequest]:
+    """A DecryptSum stream of one encrypted vector, said to be the sum of ``contributors`` updates."""
+    yield arbiter_pb2.DecryptSumRequest(header=arbiter_pb2.DecryptSumHeader(
+        job_id=job_id, round=1, contributors=contributors, lengths=[2]))
+    for chunk in tensors.iter_ciphertext_chunks([key.encrypt(np.array([0.25, -1.5]), exponent=-40)]):
+        yield arbiter_pb2.DecryptSumRequest(chunk=chunk)
+
+
+def has_key(stub: arbiter_pb2_grpc.ArbiterStub, job_id: str) -> bool:
+    try:
+        stub.GetPublicKey(arbiter_pb2.GetPublicKeyRequest(job_id=job_id), timeout=10)
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+            raise
+        return False
+    return True
+
+
+def within(seconds: float, condition: Callable[[], bool]) -> bool:
+    """Whether ``condition`` holds within ``seconds`` (the coordinator releases a key in the background)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_only_the_job_creates_its_key_and_the_key_ends_with_the_job(
+    pki: Path, federation: tuple[Coordinator, Arbiter],
+) -> None:
+    """A party that learns a job id cannot create its key first; once the job ends the arbiter has
+    forgotten the key, so nothing more can be decrypted for it."""
+    coordinator, arbiter = federation
+    spec = horizontal_job(2)
+    spec.horizontal.secure_aggregation = pb.SECURE_AGGREGATION_PAILLIER
+    spec.horizontal.key_bits = 1024
+    with CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin")) as admin:
+        job_id = admin.submit(spec)
+        with pytest.raises(grpc.RpcError) as caught:
+            arbiter_stub(pki, arbiter, "party-a").CreateKey(
+                arbiter_pb2.CreateKeyRequest(job_id=job_id, key_bits=2048), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+        assert "party-a" in caught.value.details()  # type: ignore[attr-defined]
+        job = admin.wait(job_id, 180)
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.reason
+    stub = arbiter_stub(pki, arbiter, "coordinator")
+    assert within(10, lambda: not has_key(stub, job_id))
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.DecryptSum(decrypt_requests(generate_keypair(1024)[0], job_id, 3), timeout=10))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    records = [json.loads(line) for line in arbiter.audit.path.read_text().splitlines()]
+    assert [r["event"] for r in records if r.get("job_id") == job_id and r["event"].startswith("key_")] == [
+        "key_created", "key_released"]
+
+
+def test_a_cancelled_jobs_key_is_released(pki: Path, federation: tuple[Coordinator, Arbiter]) -> None:
+    coordinator, arbiter = federation
+    spec = horizontal_job(200)
+    spec.horizontal.secure_aggregation = pb.SECURE_AGGREGATION_PAILLIER
+    spec.horizontal.key_bits = 1024
+    stub = arbiter_stub(pki, arbiter, "coordinator")
+    with CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin")) as admin:
+        job_id = admin.submit(spec)
+        assert within(30, lambda: has_key(stub, job_id)), "the job never created its key"
+        assert admin.cancel(job_id).state == pb.JOB_STATE_CANCELLED
+    assert within(10, lambda: not has_key(stub, job_id))
 
 
 def test_secure_aggregation_needs_two_parties_and_a_valid_key_size(pki: Path, federation: tuple[Coordinator, Arbiter]) -> None:
@@ -123,3 +192,41 @@ def test_both_audit_logs_record_what_happened_and_verify(pki: Path, federation: 
     assert any(r["event"] == "key_created" and r["job_id"] == job.job_id for r in arbiter_records)
     assert any(r["event"] == "call_refused" and r["caller"] == "admin" and r["method"].endswith("CreateKey")
                for r in arbiter_records)
+
+
+def resumed(admin: CoordinatorAdmin, job_id: str) -> bool:
+    """Resume the job; False while its thread is still winding down."""
+    try:
+        admin.resume(job_id)
+    except grpc.RpcError as err:
+        if "winding down" not in err.details():  # type: ignore[attr-defined]
+            raise
+        return False
+    return True
+
+
+def test_a_resumed_secure_job_gets_a_new_key_and_finishes(pki: Path, federation: tuple[Coordinator, Arbiter]) -> None:
+    """The key of a failed job is released, so its resumption asks the arbiter for a new one."""
+    coordinator, arbiter = federation
+    spec = horizontal_job(40)
+    spec.horizontal.secure_aggregation = pb.SECURE_AGGREGATION_PAILLIER
+    spec.horizontal.key_bits = 1024
+    stub = arbiter_stub(pki, arbiter, "coordinator")
+    with CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin")) as admin:
+        job_id = admin.submit(spec)
+        first_key = None
+        for event in admin.watch(job_id, 60):
+            if event.type == pb.JOB_EVENT_TYPE_ROUND_COMMITTED:  # the key exists and is in use: take it away
+                first_key = stub.GetPublicKey(arbiter_pb2.GetPublicKeyRequest(job_id=job_id), timeout=10).n
+                assert stub.ReleaseKey(arbiter_pb2.ReleaseKeyRequest(job_id=job_id), timeout=10).released
+                break
+        failed = admin.wait(job_id, 60)
+        assert failed.state == pb.JOB_STATE_FAILED and "no key for job" in failed.reason, failed.reason
+        assert within(10, lambda: resumed(admin, job_id))
+        final = admin.wait(job_id, 180)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    assert [r.round for r in final.rounds] == list(range(1, 41))
+    records = [json.loads(line) for line in arbiter.audit.path.read_text().splitlines()]
+    created = [r for r in records if r["event"] == "key_created" and r.get("job_id") == job_id]
+    assert len(created) == 2 and first_key is not None
+    assert within(10, lambda: not has_key(stub, job_id))
