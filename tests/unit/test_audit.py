@@ -74,7 +74,7 @@ def _hash(record: dict[str, object]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _rechain(lines: list[str], start: int) -> list[str]:
+def rechain(lines: list[str], start: int) -> list[str]:
     """What a forger without the key can do: recompute every hash and link from ``start`` on."""
     previous = json.loads(lines[start - 1])["hash"] if start else GENESIS
     for i in range(start, len(lines)):
@@ -118,7 +118,7 @@ def test_an_edit_rechained_to_the_end_is_found_at_the_edited_line(
     record = json.loads(lines[1])
     record["parties"] = ["a"]
     lines[1] = json.dumps(record)
-    path.write_text("\n".join(_rechain(lines, 1)) + "\n")
+    path.write_text("\n".join(rechain(lines, 1)) + "\n")
     assert verify(path)[0] == RECORDS  # well chained
     _refused(path, signer, anchor, 2, "signature does not match")
 
@@ -130,7 +130,7 @@ def test_an_edit_with_its_own_hash_recomputed_is_found_at_that_line_not_the_next
     record = json.loads(lines[2])
     record["round"] = 30
     lines[2] = json.dumps(record)
-    lines[2] = _rechain(lines[:3], 2)[2]
+    lines[2] = rechain(lines[:3], 2)[2]
     path.write_text("\n".join(lines) + "\n")
     _refused(path, signer, anchor, 3, "signature does not match")
 
