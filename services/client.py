@@ -61,7 +61,15 @@ class CoordinatorAdmin:
         return self._stub.ResumeJob(pb.ResumeJobRequest(job_id=job_id), timeout=self.timeout_s)
 
     def parties(self) -> list[pb.PartyInfo]:
-        return list(self._stub.ListParties(pb.ListPartiesRequest(), timeout=self.timeout_s).parties)
+        """Every registered party, page by page."""
+        parties: list[pb.PartyInfo] = []
+        token = ""
+        while True:
+            page = self._stub.ListParties(pb.ListPartiesRequest(page_token=token), timeout=self.timeout_s)
+            parties.extend(page.parties)
+            if not page.next_page_token:
+                return parties
+            token = page.next_page_token
 
     def watch(self, job_id: str, timeout_s: float = 24 * 3600) -> Iterator[pb.JobEvent]:
         """The job's events until it ends; the deadline bounds the whole watch."""

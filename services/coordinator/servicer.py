@@ -27,8 +27,39 @@ POLICY = {
     **{f"/fedsuite.v1.Coordinator/{m}": frozenset({"party"}) for m in PARTY_METHODS},
     **{f"/fedsuite.v1.Coordinator/{m}": frozenset({"admin"}) for m in ADMIN_METHODS},
 }
-_ADDRESS = re.compile(r"^[A-Za-z0-9.\-_]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.\-_]{1,253}:\d{1,5}$|^\[[0-9a-fA-F:]{2,39}\]:\d{1,5}$")
 _PARTY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$")
+_DATASET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+MAX_DATASETS = 64
+"""Datasets one party may declare: bounds a registration (and a ListParties page) to kilobytes."""
+MAX_ROWS = 10**12
+MAX_FEATURES = 1_000_000
+MAX_ORGANISATION = 200
+PAGE_SIZE, MAX_PAGE_SIZE = 100, 500
+
+
+def registration_problem(request: pb.RegisterPartyRequest) -> str | None:
+    """What is wrong with a registration (its party_id aside), in one sentence, or None: every field is
+    bounded, so no party can make the registry, ListParties or the audit log grow by more than kilobytes."""
+    if request.role not in (common_pb2.PARTY_ROLE_GUEST, common_pb2.PARTY_ROLE_HOST):
+        return "role must be PARTY_ROLE_GUEST or PARTY_ROLE_HOST"
+    if not _ADDRESS.match(request.address):
+        return f"address {request.address[:80]!r} is not host:port"
+    if len(request.organisation) > MAX_ORGANISATION:
+        return f"organisation is {len(request.organisation)} characters; at most {MAX_ORGANISATION}"
+    if len(request.datasets) > MAX_DATASETS:
+        return f"{len(request.datasets)} datasets declared; at most {MAX_DATASETS}"
+    names = [d.name for d in request.datasets]
+    if len(set(names)) != len(names):
+        return "dataset names must be unique"
+    for d in request.datasets:
+        if not _DATASET.match(d.name):
+            return f"dataset name {d.name[:80]!r} is not valid (1-128 letters, digits, '.', '_', '-')"
+        if not (0 <= d.n_rows <= MAX_ROWS and 0 <= d.n_eval_rows <= MAX_ROWS):
+            return f"dataset {d.name!r}: n_rows and n_eval_rows must be in 0..{MAX_ROWS}"
+        if not 0 <= d.n_features <= MAX_FEATURES:
+            return f"dataset {d.name!r}: n_features must be in 0..{MAX_FEATURES}"
+    return None
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
@@ -50,15 +81,12 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
 
     def RegisterParty(self, request: pb.RegisterPartyRequest, context: grpc.ServicerContext) -> pb.RegisterPartyResponse:
         if not _PARTY_ID.match(request.party_id):
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"party_id {request.party_id!r} is not a valid id")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                  f"party_id {request.party_id[:80]!r} is not a valid id (1-63 letters, digits, '.', '_', '-')")
         self._caller_is(context, request.party_id)
-        if request.role not in (common_pb2.PARTY_ROLE_GUEST, common_pb2.PARTY_ROLE_HOST):
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "role must be PARTY_ROLE_GUEST or PARTY_ROLE_HOST")
-        if not _ADDRESS.match(request.address):
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"address {request.address!r} is not host:port")
-        names = [d.name for d in request.datasets]
-        if len(set(names)) != len(names) or any(not n or d.n_rows < 0 for n, d in zip(names, request.datasets)):
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "datasets must have unique non-empty names and n_rows >= 0")
+        problem = registration_problem(request)
+        if problem is not None:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
         self._registry.register(
             pb.PartyInfo(party_id=request.party_id, role=request.role, organisation=request.organisation,
                          address=request.address, datasets=request.datasets)
@@ -74,7 +102,12 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return pb.HeartbeatResponse(known=True)
 
     def ListParties(self, request: pb.ListPartiesRequest, context: grpc.ServicerContext) -> pb.ListPartiesResponse:
-        return pb.ListPartiesResponse(parties=self._registry.parties())
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"page_size must be in 0..{MAX_PAGE_SIZE}")
+        size = request.page_size or PAGE_SIZE
+        after = [p for p in self._registry.parties() if p.party_id > request.page_token]  # sorted by id
+        page = after[:size]
+        return pb.ListPartiesResponse(parties=page, next_page_token=page[-1].party_id if len(after) > size else "")
 
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.SubmitJobResponse:
         try:

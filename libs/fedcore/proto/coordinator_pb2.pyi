@@ -117,8 +117,12 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, known: _Optional[bool] = ...) -> None: ...
 
 class ListPartiesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class PartyInfo(_message.Message):
     __slots__ = ("party_id", "role", "organisation", "address", "online", "last_seen", "datasets")
@@ -139,10 +143,12 @@ class PartyInfo(_message.Message):
     def __init__(self, party_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PartyRole, str]] = ..., organisation: _Optional[str] = ..., address: _Optional[str] = ..., online: _Optional[bool] = ..., last_seen: _Optional[float] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.DatasetInfo, _Mapping]]] = ...) -> None: ...
 
 class ListPartiesResponse(_message.Message):
-    __slots__ = ("parties",)
+    __slots__ = ("parties", "next_page_token")
     PARTIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     parties: _containers.RepeatedCompositeFieldContainer[PartyInfo]
-    def __init__(self, parties: _Optional[_Iterable[_Union[PartyInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, parties: _Optional[_Iterable[_Union[PartyInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
     __slots__ = ("type", "hidden_units", "vector_size")

@@ -1,0 +1,89 @@
+"""Registrations are bounded field by field, and ListParties pages, so no party can make the
+registry, ListParties or the audit log grow by megabytes (a real coordinator over real mTLS)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from fedcore.proto import common_pb2, coordinator_pb2 as pb, coordinator_pb2_grpc
+from fedcore.rpc import make_channel
+
+from fedsuite.client import CoordinatorAdmin
+from fedsuite.coordinator import Coordinator, CoordinatorConfig
+from tests.conftest import tls, tls_config
+
+DEADLINE = 10.0
+PARTY_NAMES = ["bank", "party-a", "party-b", "party-c", "party-x", "telecom"]
+
+
+@pytest.fixture
+def coordinator(pki: Path, tmp_path: Path) -> Iterator[Coordinator]:
+    config = CoordinatorConfig(node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"),
+                               state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5, party_timeout_s=60)
+    service = Coordinator(config, tmp_path)
+    yield service
+    service.stop()
+
+
+def register(pki: Path, coordinator: Coordinator, name: str, **fields: object) -> pb.RegisterPartyResponse:
+    stub = coordinator_pb2_grpc.CoordinatorStub(make_channel(f"127.0.0.1:{coordinator.port}", tls(pki, name)))
+    request = pb.RegisterPartyRequest(party_id=name, role=common_pb2.PARTY_ROLE_GUEST, address="127.0.0.1:9",
+                                      datasets=[common_pb2.DatasetInfo(name="breast", n_rows=100, n_features=30)])
+    for key, value in fields.items():
+        if key == "datasets":
+            del request.datasets[:]
+            request.datasets.extend(value)  # type: ignore[arg-type]
+        else:
+            setattr(request, key, value)
+    return stub.RegisterParty(request, timeout=DEADLINE)
+
+
+def many(n: int, **info: object) -> list[common_pb2.DatasetInfo]:
+    return [common_pb2.DatasetInfo(name=f"d{i}", **info) for i in range(n)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({"organisation": "x" * 6_400_000}, "organisation is 6400000 characters; at most 200"),
+    ({"datasets": many(100_000)}, "100000 datasets declared; at most 64"),
+    ({"datasets": [common_pb2.DatasetInfo(name="n" * 129)]}, "is not valid (1-128 letters"),
+    ({"datasets": [common_pb2.DatasetInfo(name="a b")]}, "dataset name 'a b' is not valid"),
+    ({"datasets": many(1, n_rows=10**13)}, "dataset 'd0': n_rows and n_eval_rows must be in 0..1000000000000"),
+    ({"datasets": many(1, n_eval_rows=-1)}, "n_rows and n_eval_rows must be in"),
+    ({"datasets": many(1, n_features=2_000_000)}, "dataset 'd0': n_features must be in 0..1000000"),
+    ({"address": "h" * 300 + ":1"}, "is not host:port"),
+])
+def test_oversized_or_out_of_range_registration_is_refused_and_nothing_is_stored(
+    pki: Path, coordinator: Coordinator, fields: dict, says: str,
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        register(pki, coordinator, "party-x", **fields)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert says in caught.value.details()  # type: ignore[attr-defined]
+    assert len(caught.value.details()) < 300  # type: ignore[attr-defined]  # a sentence, not an echo of the input
+    with CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin"), timeout_s=DEADLINE) as admin:
+        assert admin.parties() == []
+    audited = coordinator.audit.path.read_text() if coordinator.audit.path.exists() else ""
+    assert "party_registered" not in audited
+
+
+def test_list_parties_pages_through_every_party_once(pki: Path, coordinator: Coordinator) -> None:
+    for name in PARTY_NAMES:
+        register(pki, coordinator, name, datasets=many(64, n_rows=1, n_features=1))  # the most a party may declare
+    stub = coordinator_pb2_grpc.CoordinatorStub(make_channel(f"127.0.0.1:{coordinator.port}", tls(pki, "admin")))
+    pages, token = [], ""
+    while True:
+        page = stub.ListParties(pb.ListPartiesRequest(page_size=4, page_token=token), timeout=DEADLINE)
+        pages.append([p.party_id for p in page.parties])
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == [PARTY_NAMES[:4], PARTY_NAMES[4:]]
+    with CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin"), timeout_s=DEADLINE) as admin:
+        assert [p.party_id for p in admin.parties()] == PARTY_NAMES  # the client reads every page
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListParties(pb.ListPartiesRequest(page_size=501), timeout=DEADLINE)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
