@@ -48,11 +48,16 @@ def federation(pki: Path, breast_dir: Path, tmp_path_factory: pytest.TempPathFac
     arbiter.stop()
 
 
+def secure_job(rounds: int) -> pb.JobSpec:
+    """The demo's horizontal job with secure aggregation under a 1024-bit key (fast to make)."""
+    spec = horizontal_job(rounds)
+    spec.horizontal.secure_aggregation = pb.SECURE_AGGREGATION_PAILLIER
+    spec.horizontal.key_bits = 1024
+    return spec
+
+
 def run(pki: Path, coordinator: Coordinator, secure: bool) -> tuple[pb.Job, list[np.ndarray]]:
-    spec = horizontal_job(4)
-    if secure:
-        spec.horizontal.secure_aggregation = pb.SECURE_AGGREGATION_PAILLIER
-        spec.horizontal.key_bits = 1024
+    spec = secure_job(4) if secure else horizontal_job(4)
     with CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin")) as admin:
         job = admin.wait(admin.submit(spec), 180)
         return job, admin.download_model(job.job_id).weights
@@ -127,9 +132,7 @@ def test_only_the_job_creates_its_key_and_the_key_ends_with_the_job(
     """A party that learns a job id cannot create its key first; once the job ends the arbiter has
     forgotten the key, so nothing more can be decrypted for it."""
     coordinator, arbiter = federation
-    spec = horizontal_job(2)
-    spec.horizontal.secure_aggregation = pb.SECURE_AGGREGATION_PAILLIER
-    spec.horizontal.key_bits = 1024
+    spec = secure_job(2)
     with CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin")) as admin:
         job_id = admin.submit(spec)
         with pytest.raises(grpc.RpcError) as caught:
@@ -151,9 +154,7 @@ def test_only_the_job_creates_its_key_and_the_key_ends_with_the_job(
 
 def test_a_cancelled_jobs_key_is_released(pki: Path, federation: tuple[Coordinator, Arbiter]) -> None:
     coordinator, arbiter = federation
-    spec = horizontal_job(200)
-    spec.horizontal.secure_aggregation = pb.SECURE_AGGREGATION_PAILLIER
-    spec.horizontal.key_bits = 1024
+    spec = secure_job(200)
     stub = arbiter_stub(pki, arbiter, "coordinator")
     with CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin")) as admin:
         job_id = admin.submit(spec)
@@ -208,9 +209,7 @@ def resumed(admin: CoordinatorAdmin, job_id: str) -> bool:
 def test_a_resumed_secure_job_gets_a_new_key_and_finishes(pki: Path, federation: tuple[Coordinator, Arbiter]) -> None:
     """The key of a failed job is released, so its resumption asks the arbiter for a new one."""
     coordinator, arbiter = federation
-    spec = horizontal_job(40)
-    spec.horizontal.secure_aggregation = pb.SECURE_AGGREGATION_PAILLIER
-    spec.horizontal.key_bits = 1024
+    spec = secure_job(40)
     stub = arbiter_stub(pki, arbiter, "coordinator")
     with CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin")) as admin:
         job_id = admin.submit(spec)
