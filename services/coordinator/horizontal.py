@@ -292,10 +292,12 @@ class HorizontalFedAvgJob:
         self.ctx.track(call, party.party_id)  # type: ignore[arg-type]
         reader = updates.reader()
         loss: float | None = None
+        declared_rows = declared_dataset(party, self.spec.dataset).n_rows
         try:
             for response in self.ctx.parties.gate.responses(call):
                 if response.HasField("summary"):
-                    loss = self._accept_summary(party.party_id, response.summary, task, loss, updates.aggregator)
+                    loss = self._accept_summary(party.party_id, response.summary, task, loss, updates.aggregator,
+                                                declared_rows)
                 elif loss is None:
                     raise tensors.TensorStreamError("update chunks before the summary")
                 else:
@@ -320,8 +322,10 @@ class HorizontalFedAvgJob:
     @staticmethod
     def _accept_summary(
         party_id: str, summary: party_pb2.UpdateSummary, task: party_pb2.TrainTask,
-        previous: float | None, aggregator: StreamingFedAvg | EncryptedFedAvg,
+        previous: float | None, aggregator: StreamingFedAvg | EncryptedFedAvg, declared_rows: int,
     ) -> float:
+        """The update's loss, once its summary is known to answer the task; its FedAvg weight, n_samples,
+        may not exceed the training rows the party declared at registration (and described at setup)."""
         if previous is not None:
             raise tensors.TensorStreamError("a second summary in one update")
         if summary.job_id != task.job_id or summary.round != task.round:
@@ -331,8 +335,9 @@ class HorizontalFedAvgJob:
             )
         if not math.isfinite(summary.train_loss):
             raise tensors.TensorStreamError("train_loss is not finite")
-        if summary.n_samples <= 0 or summary.n_samples > 10**12:
-            raise tensors.TensorStreamError(f"n_samples {summary.n_samples} out of range")
+        if not 0 < summary.n_samples <= declared_rows:
+            raise tensors.TensorStreamError(
+                f"n_samples={summary.n_samples} is not in 1..{declared_rows}, the training rows it declared at registration")
         aggregator.begin_update(party_id, summary.n_samples)
         return float(summary.train_loss)
 

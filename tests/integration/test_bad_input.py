@@ -273,9 +273,10 @@ class BrokenParty(party_pb2_grpc.PartyServicer):
             pass
         round_number = task.round + (1 if self._mode == "wrong_round" else 0)
         job_id = "another-job" if self._mode == "wrong_job" or self._mode in EVALUATE_LIES else task.job_id
-        finite_attack = self._mode in FINITE_ATTACKS  # with the row count it declared: only the values lie
+        # within the 113 rows it declared, so that only the values lie, except when the count is the lie
+        n_samples = 10**12 if self._mode == "inflated" else 100
         yield party_pb2.TrainResponse(summary=party_pb2.UpdateSummary(
-            job_id=job_id, round=round_number, n_samples=100 if finite_attack else 10**6, train_loss=0.1))
+            job_id=job_id, round=round_number, n_samples=n_samples, train_loss=0.1))
         shape = (29, 1) if self._mode == "wrong_shape" else (30, 1)
         kernel = np.full(shape, FINITE_ATTACKS.get(self._mode, 1e6), np.float32)
         if self._mode == "nan":
@@ -375,8 +376,11 @@ def test_broken_update_is_dropped_and_the_model_is_untouched(
         np.testing.assert_array_equal(mine, theirs)
 
 
-@pytest.mark.parametrize("mode, bound, why", [("huge", 0.0, "max_abs_weight=1e+06"),
-                                              ("far", 100.0, "max_update_norm=100")])
+@pytest.mark.parametrize("mode, bound, why", [
+    ("huge", 0.0, "max_abs_weight=1e+06"),
+    ("far", 100.0, "max_update_norm=100"),
+    ("inflated", 0.0, "n_samples=1000000000000 is not in 1..113, the training rows it declared at registration"),
+])
 def test_finite_but_poisonous_update_is_refused_with_the_party_named(
     pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party], mode: str, bound: float, why: str,
 ) -> None:
