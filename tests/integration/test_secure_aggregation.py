@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from fedcore import tensors
 from fedcore.audit import verify
@@ -28,9 +30,9 @@ from fedsuite.party import Party, PartyConfig
 from tests.conftest import tls, tls_config
 
 
-@pytest.fixture(scope="module")
-def federation(pki: Path, breast_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Coordinator, Arbiter]]:
-    base = tmp_path_factory.mktemp("secure")
+@contextmanager
+def secure_federation(pki: Path, breast_dir: Path, base: Path) -> Iterator[tuple[Coordinator, Arbiter]]:
+    """An arbiter, a coordinator that uses it and the demo's three parties, in this process."""
     arbiter = Arbiter(ArbiterConfig(node_id="arbiter", listen="127.0.0.1:0", tls=tls_config(pki, "arbiter")), base)
     coordinator = Coordinator(CoordinatorConfig(
         node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"), state_dir=str(base / "state"),
@@ -40,12 +42,20 @@ def federation(pki: Path, breast_dir: Path, tmp_path_factory: pytest.TempPathFac
         datasets={"breast": DatasetConfig(path=str(breast_dir / f"{name}-train.csv"),
                                           eval_path=str(breast_dir / f"{name}-eval.csv"), label="target")}), breast_dir)
         for name in PARTIES]
-    assert all(p.registered.wait(10) for p in parties)
-    yield coordinator, arbiter
-    for party in parties:
-        party.stop()
-    coordinator.stop()
-    arbiter.stop()
+    try:
+        assert all(p.registered.wait(10) for p in parties)
+        yield coordinator, arbiter
+    finally:
+        for party in parties:
+            party.stop()
+        coordinator.stop()
+        arbiter.stop()
+
+
+@pytest.fixture(scope="module")
+def federation(pki: Path, breast_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Coordinator, Arbiter]]:
+    with secure_federation(pki, breast_dir, tmp_path_factory.mktemp("secure")) as nodes:
+        yield nodes
 
 
 def secure_job(rounds: int) -> pb.JobSpec:
@@ -229,3 +239,21 @@ def test_a_resumed_secure_job_gets_a_new_key_and_finishes(pki: Path, federation:
     created = [r for r in records if r["event"] == "key_created" and r.get("job_id") == job_id]
     assert len(created) == 2 and first_key is not None
     assert within(10, lambda: not has_key(stub, job_id))
+
+
+def test_a_job_ends_with_its_own_reason_when_the_arbiter_is_gone_and_the_failed_release_is_logged(
+    pki: Path, breast_dir: Path, tmp_path: Path,
+) -> None:
+    with secure_federation(pki, breast_dir, tmp_path) as (coordinator, arbiter), \
+            CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin")) as admin:
+        stub = arbiter_stub(pki, arbiter, "coordinator")
+        job_id = admin.submit(secure_job(200))
+        assert within(30, lambda: has_key(stub, job_id)), "the job never created its key"
+        with capture_logs() as logs:
+            arbiter.stop()
+            job = admin.wait(job_id, 60)
+            assert within(10, lambda: any(r["event"] == "key_release_failed" for r in logs))
+        assert job.state == pb.JOB_STATE_FAILED and "the arbiter did not decrypt" in job.reason, job.reason
+        failed = next(r for r in logs if r["event"] == "key_release_failed")
+        assert failed["job_id"] == job_id and "UNAVAILABLE" in failed["reason"], failed
+        assert admin.get(job_id).state == pb.JOB_STATE_FAILED
