@@ -22,13 +22,20 @@ class UnknownParty(KeyError):
     """A heartbeat from a party that never registered (or registered before a reset)."""
 
 
+class AddressTaken(ValueError):
+    """The address is another live node's (ALREADY_EXISTS): the coordinator would call that node instead."""
+
+
 class PartyRegistry:
     """Registered parties, persisted so a restarted coordinator still knows their addresses."""
 
     def __init__(self, store: SqliteStore, party_timeout_s: float, audit: AuditLog,
-                 on_register: Callable[..., None] = lambda *addresses: None) -> None:
-        """``on_register(*addresses)`` is told a party's old and new address when it (re-)registers."""
+                 on_register: Callable[..., None] = lambda *addresses: None,
+                 reserved: dict[str, str] | None = None) -> None:
+        """``on_register(*addresses)`` is told a party's old and new address when it (re-)registers;
+        ``reserved`` maps addresses no party may register to whose they are (the arbiter's)."""
         self._store = store
+        self._reserved = dict(reserved or {})
         self._on_register = on_register
         self._audit = audit
         self._timeout = party_timeout_s
@@ -41,7 +48,13 @@ class PartyRegistry:
             telemetry.PARTICIPANT_STATUS.labels(participant_id=party_id).set(0)
 
     def register(self, party: pb.PartyInfo) -> None:
+        """Record a (re-)registration; AddressTaken when another live node holds its address."""
         with self._lock:
+            holder = self._reserved.get(party.address) or next(
+                (p for p, r in self._parties.items()
+                 if p != party.party_id and r.address == party.address and self.is_online(p)), None)
+            if holder is not None:
+                raise AddressTaken(f"address {party.address} is held by {holder}; a party registers its own address")
             previous = self._parties.get(party.party_id)
             record = pb.PartyInfo()
             record.CopyFrom(party)

@@ -33,8 +33,9 @@ class Coordinator:
                               Anchor("coordinator.db", self.store.audit_head, self.store.save_audit_head))
         checkpoints = CheckpointStore(state / "checkpoints")
         self._channels = ChannelPool(tls, Identity(config.node_id, "coordinator"))
-        self.registry = PartyRegistry(self.store, config.party_timeout_s, self.audit, self._channels.replace)
         arbiter = (config.arbiter_id, config.arbiter) if config.arbiter else None
+        self.registry = PartyRegistry(self.store, config.party_timeout_s, self.audit, self._channels.replace,
+                                      reserved={config.arbiter: f"the arbiter {config.arbiter_id}"} if arbiter else {})
         self.jobs = JobManager(self.store, checkpoints, self.registry, PartyClient(self._channels),
                                config.call_timeout_s, arbiter, self.audit)
         servicer = CoordinatorServicer(self.registry, self.jobs, checkpoints, config.heartbeat_interval_s, tls is None)

@@ -15,7 +15,7 @@ from fedcore.rpc import abort, peer_identity
 
 from fedsuite.coordinator.admission import JobRefused
 from fedsuite.coordinator.jobs import JobManager, JobStateError
-from fedsuite.coordinator.registry import PartyRegistry, UnknownParty
+from fedsuite.coordinator.registry import AddressTaken, PartyRegistry, UnknownParty
 from fedsuite.coordinator.specs import SpecError
 from fedsuite.coordinator.vertical import where_the_model_is
 from fedsuite.coordinator.store import CheckpointStore, JobNotFound
@@ -87,10 +87,13 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         problem = registration_problem(request)
         if problem is not None:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
-        self._registry.register(
-            pb.PartyInfo(party_id=request.party_id, role=request.role, organisation=request.organisation,
-                         address=request.address, datasets=request.datasets)
-        )
+        try:
+            self._registry.register(
+                pb.PartyInfo(party_id=request.party_id, role=request.role, organisation=request.organisation,
+                             address=request.address, datasets=request.datasets)
+            )
+        except AddressTaken as err:
+            abort(context, grpc.StatusCode.ALREADY_EXISTS, str(err))
         return pb.RegisterPartyResponse(heartbeat_interval_s=self._heartbeat_interval_s)
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:

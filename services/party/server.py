@@ -37,6 +37,8 @@ REFUSALS = {
                                       "(advertise, role, datasets); fix the config, then start the party again",
     grpc.StatusCode.UNIMPLEMENTED: "{coordinator} answers gRPC but is no fedsuite coordinator; check `coordinator` "
                                    "in the party's config",
+    grpc.StatusCode.ALREADY_EXISTS: "the address this party advertises is another live node's; set `advertise` "
+                                    "(or `listen`) to this party's own host:port",
 }
 """Refusals retrying cannot fix, and what to do about each."""
 

@@ -31,7 +31,8 @@ def coordinator(pki: Path, tmp_path: Path) -> Iterator[Coordinator]:
 
 def register(pki: Path, coordinator: Coordinator, name: str, **fields: object) -> pb.RegisterPartyResponse:
     stub = coordinator_pb2_grpc.CoordinatorStub(make_channel(f"127.0.0.1:{coordinator.port}", tls(pki, name)))
-    request = pb.RegisterPartyRequest(party_id=name, role=common_pb2.PARTY_ROLE_GUEST, address="127.0.0.1:9",
+    request = pb.RegisterPartyRequest(party_id=name, role=common_pb2.PARTY_ROLE_GUEST,
+                                      address=f"127.0.0.1:{9000 + PARTY_NAMES.index(name)}",  # each its own
                                       datasets=[common_pb2.DatasetInfo(name="breast", n_rows=100, n_features=30)])
     for key, value in fields.items():
         if key == "datasets":
@@ -87,3 +88,24 @@ def test_list_parties_pages_through_every_party_once(pki: Path, coordinator: Coo
     with pytest.raises(grpc.RpcError) as caught:
         stub.ListParties(pb.ListPartiesRequest(page_size=501), timeout=DEADLINE)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+
+
+def test_a_party_may_not_register_another_live_nodes_address(pki: Path, tmp_path: Path) -> None:
+    """Issue 7.1: party-x registering party-a's (or the arbiter's) address would have the coordinator call
+    that node in party-x's name, counting party-a's data twice."""
+    config = CoordinatorConfig(node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"),
+                               state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5, party_timeout_s=60,
+                               arbiter="127.0.0.1:7", arbiter_id="arbiter")
+    service = Coordinator(config, tmp_path)
+    try:
+        register(pki, service, "party-a", address="127.0.0.1:5")
+        for address, holder in (("127.0.0.1:5", "party-a"), ("127.0.0.1:7", "the arbiter arbiter")):
+            with pytest.raises(grpc.RpcError) as caught:
+                register(pki, service, "party-x", address=address)
+            assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS  # type: ignore[attr-defined]
+            assert f"address {address} is held by {holder}" in caught.value.details()  # type: ignore[attr-defined]
+        register(pki, service, "party-a", address="127.0.0.1:5")  # its own address, again: a restart
+        with CoordinatorAdmin(f"127.0.0.1:{service.port}", tls(pki, "admin"), timeout_s=DEADLINE) as admin:
+            assert {p.party_id: p.address for p in admin.parties()} == {"party-a": "127.0.0.1:5"}
+    finally:
+        service.stop()
