@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedcore import logrelay, telemetry
-from fedcore.audit import Anchor, certificate_keys
+from fedcore.audit import Anchor, certificate_keys, file_anchor
 from fedcore.audit import verify as verify_audit
 from fedcore.config import ENV_PREFIX, ConfigError, ListenError, load_config
 from fedcore.proto import common_pb2
@@ -238,18 +238,18 @@ def _data(args: argparse.Namespace) -> int:
 def _audit_verify(args: argparse.Namespace) -> int:
     from fedsuite.coordinator.store import SqliteStore
 
-    state = Path(args.state_dir) if args.state_dir else Path(args.file).parent
-    db = state / "coordinator.db"
+    db = (Path(args.state_dir) if args.state_dir else Path(args.file).parent) / "coordinator.db"
     if args.state_dir and not db.exists():
         raise FileNotFoundError(2, "no such file", str(db))
     store = SqliteStore(db) if db.exists() else None
     try:
-        anchor = Anchor(db.name, store.audit_head, store.save_audit_head) if store else None
+        anchor = (Anchor(db.name, store.audit_head, store.save_audit_head) if store
+                  else file_anchor(args.file) if Path(f"{args.file}.head").exists() else None)
         count, last = verify_audit(args.file, certificate_keys(args.cert) if args.cert else None, anchor)
     finally:
         if store:
             store.close()
-    checks = ["chain intact", f"head matches {db}" if anchor else "no anchor found (give --state-dir)",
+    checks = ["chain intact", f"head matches {anchor.name}" if anchor else "no anchor found (give --state-dir)",
               "every record signed by " + ", ".join(args.cert) if args.cert else "signatures not checked (give --cert)"]
     console.print(f"{args.file}: {count} records, {'; '.join(checks)}; last hash {last}")
     return 0
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.add_argument("--cert", action="append", default=[],
                        help="PEM certificate of the node that signed the log (repeatable, for earlier keys)")
-    check.add_argument("--state-dir", help="coordinator state_dir holding the anchor (default: FILE's directory)")
+    check.add_argument("--state-dir", help="coordinator state_dir holding the anchor (default: FILE's directory; else FILE.head, the arbiter's)")
     check.set_defaults(func=_audit_verify)
 
     data = commands.add_parser("data", help="write the demo's CSVs (breast cancer, split as the demo splits it)")

@@ -18,7 +18,7 @@ WRITTEN_BY_USERS = [
     "examples/state/coordinator.db", "state/checkpoints/j/round-000001.npz", "state/audit.log",
     "examples/party-state/models/m.npz", "party-state/models/m.npz",
     "examples/data/bank.csv", "data/party-a-train.csv",
-    "examples/arbiter-audit.log", "arbiter-audit.log",
+    "examples/arbiter-audit.log", "arbiter-audit.log", "arbiter-audit.log.head",
 ]
 
 

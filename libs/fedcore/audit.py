@@ -95,6 +95,39 @@ class Anchor:
     save: Callable[[int, str], None]
 
 
+def file_anchor(log_path: str | Path) -> Anchor:
+    """The head in ``LOG.head`` (for a node without a store: the arbiter), replaced atomically and fsynced.
+
+    Cutting the log and this file back together to an earlier consistent pair is not caught
+    here; a store kept for other reasons (the coordinator's) makes that a third thing to roll back.
+    """
+    path = Path(f"{log_path}.head")
+
+    def load() -> Head | None:
+        try:
+            head = json.loads(path.read_text())
+            return int(head["count"]), str(head["hash"])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as err:
+            raise AuditError(f"{path}: not an audit head ({err})") from None
+
+    def save(count: int, last: str) -> None:
+        temp = path.with_suffix(".tmp")
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"count": count, "hash": last}))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    return Anchor(path.name, load, save)
+
+
 @dataclass
 class _Scan:
     count: int
@@ -155,6 +188,9 @@ def _scan(path: Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None, anch
     count = len(lines)
     if checked and not every_signature:
         check_signature(*checked[-1])
+    if anchor is not None and head is None and count > 1:  # one record may precede its first anchor (a crash)
+        raise AuditError(f"{path}:1: the log has {count} records but {where} holds no head for it"
+                         " (the anchor was removed, or this log is not that store's)")
     if head and count < head[0]:
         gone = f"line {head[0]} was" if head[0] == count + 1 else f"lines {count + 1}-{head[0]} were"
         raise AuditError(f"{path}:{count + 1}: the log ends after {count} records but {where}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedcore.audit import AuditLog, Signer, refusals_to
+from fedcore.audit import AuditLog, Signer, file_anchor, refusals_to
 from fedcore.proto import arbiter_pb2_grpc
 from fedcore.rpc import ChannelPool, Server, make_server, service
 from fedcore.tls import Identity
@@ -24,7 +24,8 @@ class Arbiter:
         tls = tls_files(config, base_dir, insecure, "arbiter")
         self._channels = ChannelPool(tls, Identity(config.node_id, "arbiter"))
         self.vertical = VerticalEndpoint(config.node_id, self._channels, insecure)
-        self.audit = AuditLog((base_dir / config.audit_path).resolve(), Signer(tls.key) if tls else None)
+        audit_path = (base_dir / config.audit_path).resolve()
+        self.audit = AuditLog(audit_path, Signer(tls.key) if tls else None, file_anchor(audit_path))
         servicer = ArbiterServicer(KeyVault(config.default_key_bits, self.audit, config.max_keys, config.key_idle_ttl_s), self.vertical.node)
         self.server: Server = make_server(
             config.listen, tls, {**POLICY, **EXCHANGE_POLICY},

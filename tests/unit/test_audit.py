@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcore.audit import GENESIS, Anchor, AuditError, AuditLog, Signer, verify
+from fedcore.audit import GENESIS, Anchor, AuditError, AuditLog, Signer, file_anchor, verify
 from fedcore.tls import init_pki
 
 from fedsuite.coordinator.store import SqliteStore
@@ -56,16 +56,19 @@ def test_any_tampering_breaks_the_chain_at_that_line(tmp_path: Path, tamper: str
 RECORDS = 5
 
 
-@pytest.fixture
-def signed(tmp_path: Path) -> Iterator[tuple[Path, Signer, Anchor, SqliteStore]]:
-    """A coordinator-like log: signed with a real ECDSA node key, headed in a real SQLite store."""
+@pytest.fixture(params=["store", "file"])
+def signed(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Path, Signer, Anchor]]:
+    """A log signed with a real ECDSA node key, headed in a real SQLite store (the coordinator's) or a
+    head file (the arbiter's)."""
     files = init_pki(tmp_path / "pki", ["coordinator"])["coordinator"]
+    path = tmp_path / "audit.log"
     store = SqliteStore(tmp_path / "coordinator.db")
-    anchor = Anchor("coordinator.db", store.audit_head, store.save_audit_head)
-    log = AuditLog(tmp_path / "audit.log", Signer(files.key), anchor)
+    anchor = (Anchor("coordinator.db", store.audit_head, store.save_audit_head) if request.param == "store"
+              else file_anchor(path))
+    log = AuditLog(path, Signer(files.key), anchor)
     for i in range(RECORDS):
         log.record("round_committed", job_id="j", round=i + 1, parties=["a", "b"])
-    yield tmp_path / "audit.log", Signer(files.key), anchor, store
+    yield path, Signer(files.key), anchor
     store.close()
 
 
@@ -97,14 +100,14 @@ def _refused(path: Path, signer: Signer, anchor: Anchor, line: int, why: str) ->
 
 
 @pytest.mark.parametrize(("keep", "message"), [
-    (RECORDS - 1, "ends after 4 records but coordinator.db anchors 5: line 5 was removed"),
-    (RECORDS - 3, "ends after 2 records but coordinator.db anchors 5: lines 3-5 were removed"),
+    (RECORDS - 1, "ends after 4 records but (coordinator.db|audit.log.head) anchors 5: line 5 was removed"),
+    (RECORDS - 3, "ends after 2 records but (coordinator.db|audit.log.head) anchors 5: lines 3-5 were removed"),
     (1, "lines 2-5 were removed"),
-    (0, "ends after 0 records but coordinator.db anchors 5"),
+    (0, "ends after 0 records but (coordinator.db|audit.log.head) anchors 5"),
 ])
 def test_a_log_cut_short_is_refused_naming_the_first_missing_line(
-        signed: tuple[Path, Signer, Anchor, SqliteStore], keep: int, message: str) -> None:
-    path, signer, anchor, _ = signed
+        signed: tuple[Path, Signer, Anchor], keep: int, message: str) -> None:
+    path, signer, anchor = signed
     lines = path.read_text().splitlines()[:keep]
     path.write_text("".join(line + "\n" for line in lines))
     assert verify(path) == (keep, json.loads(lines[-1])["hash"] if lines else GENESIS)  # the chain alone passes
@@ -112,8 +115,8 @@ def test_a_log_cut_short_is_refused_naming_the_first_missing_line(
 
 
 def test_an_edit_rechained_to_the_end_is_found_at_the_edited_line(
-        signed: tuple[Path, Signer, Anchor, SqliteStore]) -> None:
-    path, signer, anchor, _ = signed
+        signed: tuple[Path, Signer, Anchor]) -> None:
+    path, signer, anchor = signed
     lines = path.read_text().splitlines()
     record = json.loads(lines[1])
     record["parties"] = ["a"]
@@ -124,8 +127,8 @@ def test_an_edit_rechained_to_the_end_is_found_at_the_edited_line(
 
 
 def test_an_edit_with_its_own_hash_recomputed_is_found_at_that_line_not_the_next(
-        signed: tuple[Path, Signer, Anchor, SqliteStore]) -> None:
-    path, signer, anchor, _ = signed
+        signed: tuple[Path, Signer, Anchor]) -> None:
+    path, signer, anchor = signed
     lines = path.read_text().splitlines()
     record = json.loads(lines[2])
     record["round"] = 30
@@ -137,8 +140,8 @@ def test_an_edit_with_its_own_hash_recomputed_is_found_at_that_line_not_the_next
 
 @pytest.mark.parametrize("forger", ["unsigned", "other key"])
 def test_an_appended_well_chained_forgery_is_refused(
-        signed: tuple[Path, Signer, Anchor, SqliteStore], tmp_path: Path, forger: str) -> None:
-    path, signer, anchor, _ = signed
+        signed: tuple[Path, Signer, Anchor], tmp_path: Path, forger: str) -> None:
+    path, signer, anchor = signed
     last = json.loads(path.read_text().splitlines()[-1])
     forged = {"seq": RECORDS + 1, "time": last["time"], "event": "job_finished", "job_id": "j", "prev": last["hash"]}
     other = Signer(init_pki(tmp_path / "other", ["coordinator"])["coordinator"].key)
@@ -153,8 +156,8 @@ def test_an_appended_well_chained_forgery_is_refused(
     _refused(path, signer, anchor, RECORDS + 1, why)
 
 
-def test_a_torn_last_line_is_dropped_at_open_and_recorded(signed: tuple[Path, Signer, Anchor, SqliteStore]) -> None:
-    path, signer, anchor, store = signed
+def test_a_torn_last_line_is_dropped_at_open_and_recorded(signed: tuple[Path, Signer, Anchor]) -> None:
+    path, signer, anchor = signed
     torn = b'{"event": "round_committed", "job_id": "j", "ro'
     with open(path, "ab") as handle:
         handle.write(torn)
@@ -165,19 +168,27 @@ def test_a_torn_last_line_is_dropped_at_open_and_recorded(signed: tuple[Path, Si
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert records[RECORDS]["event"] == "audit_torn_line_dropped"
     assert records[RECORDS]["line"] == RECORDS + 1 and records[RECORDS]["bytes_dropped"] == len(torn)
-    assert verify(path, signer.public_keys(), anchor) == (RECORDS + 2, records[-1]["hash"]) == store.audit_head()
+    assert verify(path, signer.public_keys(), anchor) == (RECORDS + 2, records[-1]["hash"]) == anchor.load()
 
 
-def test_a_cut_inside_a_record_is_not_taken_for_a_torn_line(signed: tuple[Path, Signer, Anchor, SqliteStore]) -> None:
-    path, signer, anchor, _ = signed
+def test_a_cut_inside_a_record_is_not_taken_for_a_torn_line(signed: tuple[Path, Signer, Anchor]) -> None:
+    path, signer, anchor = signed
     path.write_bytes(path.read_bytes()[:-20])  # record 5 loses its end and its newline
     _refused(path, signer, anchor, RECORDS, "line 5 was removed")
 
 
 def test_records_fsynced_before_the_anchor_was_updated_are_kept(
-        signed: tuple[Path, Signer, Anchor, SqliteStore]) -> None:
-    path, signer, anchor, store = signed
+        signed: tuple[Path, Signer, Anchor]) -> None:
+    path, signer, anchor = signed
     AuditLog(path, signer).record("job_finished", job_id="j")  # a crash between the fsync and the anchor's update
-    assert store.audit_head()[0] == RECORDS
+    assert anchor.load()[0] == RECORDS
     AuditLog(path, signer, anchor)
-    assert store.audit_head() == verify(path, signer.public_keys(), anchor) and store.audit_head()[0] == RECORDS + 1
+    assert anchor.load() == verify(path, signer.public_keys(), anchor) and anchor.load()[0] == RECORDS + 1
+
+
+def test_a_log_whose_anchor_was_removed_is_refused(signed: tuple[Path, Signer, Anchor], tmp_path: Path) -> None:
+    path, signer, _ = signed
+    empty = SqliteStore(tmp_path / "other.db")
+    _refused(path, signer, Anchor("other.db", empty.audit_head, empty.save_audit_head), 1,
+             "the log has 5 records but other.db holds no head for it")
+    empty.close()
