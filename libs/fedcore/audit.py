@@ -26,7 +26,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,13 @@ def file_anchor(log_path: str | Path) -> Anchor:
     return Anchor(path.name, load, save)
 
 
+def _lines(path: Path) -> Iterator[bytes]:
+    """The file's lines with their newlines, read as they come (a log may be large); none if it is missing."""
+    if path.exists():
+        with open(path, "rb") as handle:
+            yield from handle
+
+
 @dataclass
 class _Scan:
     count: int
@@ -143,12 +150,10 @@ def _scan(path: Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None, anch
     With ``every_signature`` False (a service at start) only the last record's signature is
     checked, and the one before a break: the chain ties every other record to it.
     """
-    data = path.read_bytes() if path.exists() else b""
-    whole = data.rfind(b"\n") + 1
-    lines = data[:whole].splitlines()
+    whole = torn = count = 0
     head, where = (anchor.load(), anchor.name) if anchor else (None, "")
     previous = GENESIS
-    checked: list[tuple[int, dict[str, Any], str]] = []  # (line, record, hash): the last one, to sign-check
+    checked: tuple[int, dict[str, Any], str] | None = None  # (line, record, hash) of the last good record
 
     def check_signature(number: int, record: Mapping[str, Any], digest: str) -> None:
         if keys is None:
@@ -162,7 +167,10 @@ def _scan(path: Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None, anch
         except (InvalidSignature, ValueError):
             raise AuditError(f"{path}:{number}: the signature does not match the record (edited or forged)") from None
 
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(_lines(path), start=1):
+        if not line.endswith(b"\n"):
+            torn = len(line)
+            break
         try:
             record = json.loads(line)
             claimed = record.pop("hash")
@@ -171,7 +179,7 @@ def _scan(path: Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None, anch
             raise AuditError(f"{path}:{number}: not an audit record ({err})") from None
         if record.get("prev") != previous or record.get("seq") != number:
             if checked and not every_signature:
-                check_signature(*checked[-1])  # an edit with its own hash recomputed is that line's fault
+                check_signature(*checked)  # an edit with its own hash recomputed is that line's fault
             raise AuditError(f"{path}:{number}: the chain is broken here (edited, removed or reordered)")
         if _digest(record) != claimed:
             raise AuditError(f"{path}:{number}: the record does not match its hash (edited)")
@@ -180,14 +188,13 @@ def _scan(path: Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None, anch
         record["sig"] = signature
         if every_signature:
             check_signature(number, record, claimed)
-        checked[:] = [(number, record, claimed)]
+        checked = (number, record, claimed)
         if head and number == head[0] and claimed != head[1]:
             raise AuditError(f"{path}:{number}: this is not the record {where} anchors"
                              f" as line {number} (the log was re-chained from here or earlier)")
-        previous = claimed
-    count = len(lines)
+        previous, count, whole = claimed, number, whole + len(line)
     if checked and not every_signature:
-        check_signature(*checked[-1])
+        check_signature(*checked)
     if anchor is not None and head is None and count > 1:  # one record may precede its first anchor (a crash)
         raise AuditError(f"{path}:1: the log has {count} records but {where} holds no head for it"
                          " (the anchor was removed, or this log is not that store's)")
@@ -195,7 +202,7 @@ def _scan(path: Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None, anch
         gone = f"line {head[0]} was" if head[0] == count + 1 else f"lines {count + 1}-{head[0]} were"
         raise AuditError(f"{path}:{count + 1}: the log ends after {count} records but {where}"
                          f" anchors {head[0]}: {gone} removed")
-    return _Scan(count, previous, whole, len(data) - whole)
+    return _Scan(count, previous, whole, torn)
 
 
 def verify(path: str | Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None = None,
