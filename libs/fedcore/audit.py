@@ -6,12 +6,12 @@ record, h_i = SHA-256(canonical JSON of record i, which includes h_{i-1}), with 
 fixed genesis value, so editing, deleting, inserting or reordering a line breaks the chain
 there. A chain alone can be cut short or rewritten from scratch, so two more things hold:
 
-* a service with a TLS key signs every record's hash with it (ECDSA, the key the log file
-  cannot rewrite; anyone with the node's certificate can check, and one signature costs
-  far less than the fsync each record pays anyway). An edited line whose own hash was
+* a service with a TLS key signs every record's hash with it (ECDSA, or RSA: a key the log
+  file cannot rewrite; anyone with the node's certificate can check, and one signature
+  costs far less than the fsync each record pays anyway). An edited line whose own hash was
   recomputed fails its signature at that line, and no one without the key can append;
 * the head (record count and last hash) is saved in an anchor the log does not hold (the
-  coordinator's SQLite store), after the record is fsynced. A log shorter than its anchor,
+  coordinator's SQLite store, the arbiter's ``LOG.head``), after the record is fsynced. A log shorter than its anchor,
   or whose record at the anchored count has another hash, was cut short or re-chained.
 
 A crash mid-write leaves a final line without its newline (never acknowledged: the fsync
@@ -34,7 +34,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from fedcore import telemetry
 
@@ -53,35 +53,46 @@ def _digest(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _fingerprint(key: ec.EllipticCurvePublicKey) -> str:
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+"""The key kinds a node's TLS key may be (``certs init`` makes ECDSA P-256 ones)."""
+
+
+def _scheme(key: PublicKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> tuple[Any, ...]:
+    """The arguments after the data for this key's sign and verify: ECDSA or RSA PKCS#1 v1.5, SHA-256."""
+    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
+        return (ec.ECDSA(hashes.SHA256()),)
+    return (padding.PKCS1v15(), hashes.SHA256())
+
+
+def _fingerprint(key: PublicKey) -> str:
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()[:16]
 
 
 class Signer:
-    """Signs record hashes with a node's ECDSA private key (its TLS key file)."""
+    """Signs record hashes with a node's private key (its TLS key file: ECDSA, or RSA)."""
 
     def __init__(self, key_path: str | Path) -> None:
         key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise AuditError(f"{key_path}: the audit log is signed with an ECDSA key, and this is not one")
+        if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+            raise AuditError(f"{key_path}: audit records are signed with an ECDSA or RSA key, and this is neither")
         self._key = key
         self.fingerprint = _fingerprint(key.public_key())
 
     def sign(self, digest: str) -> str:
-        return base64.b64encode(self._key.sign(digest.encode(), ec.ECDSA(hashes.SHA256()))).decode()
+        return base64.b64encode(self._key.sign(digest.encode(), *_scheme(self._key))).decode()
 
-    def public_keys(self) -> dict[str, ec.EllipticCurvePublicKey]:
+    def public_keys(self) -> dict[str, PublicKey]:
         return {self.fingerprint: self._key.public_key()}
 
 
-def certificate_keys(paths: Iterable[str | Path]) -> dict[str, ec.EllipticCurvePublicKey]:
+def certificate_keys(paths: Iterable[str | Path]) -> dict[str, PublicKey]:
     """The public keys of these PEM certificates (a node's current and earlier ones), by fingerprint."""
-    keys: dict[str, ec.EllipticCurvePublicKey] = {}
+    keys: dict[str, PublicKey] = {}
     for path in paths:
         for cert in x509.load_pem_x509_certificates(Path(path).read_bytes()):
             key = cert.public_key()
-            if isinstance(key, ec.EllipticCurvePublicKey):
+            if isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
                 keys[_fingerprint(key)] = key
     return keys
 
@@ -143,7 +154,7 @@ class _Scan:
     torn_bytes: int  # bytes after the last newline: a final line torn by a crash
 
 
-def _scan(path: Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None, anchor: Anchor | None,
+def _scan(path: Path, keys: Mapping[str, PublicKey] | None, anchor: Anchor | None,
           every_signature: bool) -> _Scan:
     """Check the chain, sequence numbers, signatures and anchor; AuditError names the first bad line.
 
@@ -163,7 +174,7 @@ def _scan(path: Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None, anch
             raise AuditError(f"{path}:{number}: the record is not signed by a key this check was given"
                              f" (key {record.get('key')!r})")
         try:
-            key.verify(base64.b64decode(record.get("sig", "")), digest.encode(), ec.ECDSA(hashes.SHA256()))
+            key.verify(base64.b64decode(record.get("sig", "")), digest.encode(), *_scheme(key))
         except (InvalidSignature, ValueError):
             raise AuditError(f"{path}:{number}: the signature does not match the record (edited or forged)") from None
 
@@ -205,7 +216,7 @@ def _scan(path: Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None, anch
     return _Scan(count, previous, whole, torn)
 
 
-def verify(path: str | Path, keys: Mapping[str, ec.EllipticCurvePublicKey] | None = None,
+def verify(path: str | Path, keys: Mapping[str, PublicKey] | None = None,
            anchor: Anchor | None = None) -> Head:
     """(number of records, last hash) of a whole log; AuditError names the first bad line.
 

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from fedcore.audit import GENESIS, Anchor, AuditError, AuditLog, Signer, file_anchor, verify
 from fedcore.tls import init_pki
@@ -192,3 +194,21 @@ def test_a_log_whose_anchor_was_removed_is_refused(signed: tuple[Path, Signer, A
     _refused(path, signer, Anchor("other.db", empty.audit_head, empty.save_audit_head), 1,
              "the log has 5 records but other.db holds no head for it")
     empty.close()
+
+
+def test_a_node_with_an_rsa_tls_key_signs_with_it(tmp_path: Path) -> None:
+    key = tmp_path / "node.key"
+    key.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path, signer = tmp_path / "audit.log", Signer(key)
+    log = AuditLog(path, signer)
+    for i in range(3):
+        log.record("key_created", job_id=f"j{i}", key_bits=2048)
+    assert verify(path, signer.public_keys())[0] == 3
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["key_bits"] = 1024
+    lines[1] = json.dumps(record)
+    path.write_text("\n".join(rechain(lines, 1)) + "\n")
+    with pytest.raises(AuditError, match=r"audit.log:2: the signature does not match"):
+        verify(path, signer.public_keys())
