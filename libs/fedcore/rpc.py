@@ -62,11 +62,16 @@ IDENTITY_METADATA = "x-fedsuite-identity"
 """Insecure (development) mode only: the caller declares ``name/role`` in this metadata key."""
 
 
-def make_channel(target: str, tls: TlsFiles | None, identity: Identity | None = None) -> grpc.Channel:
+def make_channel(target: str, tls: TlsFiles | None, identity: Identity | None = None,
+                 peer: str | None = None) -> grpc.Channel:
     """A channel to ``target``: mTLS with ``tls``, or plaintext when ``tls`` is None.
 
-    In plaintext mode ``identity`` is sent as metadata on every call, since there is no
-    certificate to carry it (development only).
+    With ``peer`` (a node id) the server's certificate must name that node (its SAN; `certs
+    init` puts the node id there), not merely the address dialled: the CA alone only proves
+    the server is *some* member of the federation, and a party that registered another's
+    address would otherwise have us talk to that other node in its name. In plaintext mode
+    ``identity`` is sent as metadata on every call, since there is no certificate to carry
+    it (development only).
     """
     if tls is None:
         channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
@@ -75,7 +80,8 @@ def make_channel(target: str, tls: TlsFiles | None, identity: Identity | None = 
         return channel
     ca, cert, key = tls.read()
     credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", peer)] if peer else CHANNEL_OPTIONS
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 class _IdentityMetadata(
@@ -345,16 +351,20 @@ def error_text(error: BaseException) -> str:
 class ChannelPool:
     """One channel per target, reused across calls (channels multiplex; creating them is costly)."""
 
-    def __init__(self, tls: TlsFiles | None, identity: Identity | None = None) -> None:
+    def __init__(self, tls: TlsFiles | None, identity: Identity | None = None,
+                 peer_at: Callable[[str], str | None] = lambda target: None) -> None:
+        """``peer_at(target)``: the node id whose certificate a server at ``target`` must present
+        (None: any certificate of the federation's CA that names the address)."""
         self._tls = tls
         self._identity = identity
+        self._peer_at = peer_at
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
 
     def get(self, target: str) -> grpc.Channel:
         with self._lock:
             if target not in self._channels:
-                self._channels[target] = make_channel(target, self._tls, self._identity)
+                self._channels[target] = make_channel(target, self._tls, self._identity, self._peer_at(target))
             return self._channels[target]
 
     def replace(self, *targets: str) -> None:

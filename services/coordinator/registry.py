@@ -33,9 +33,9 @@ class PartyRegistry:
                  on_register: Callable[..., None] = lambda *addresses: None,
                  reserved: dict[str, str] | None = None) -> None:
         """``on_register(*addresses)`` is told a party's old and new address when it (re-)registers;
-        ``reserved`` maps addresses no party may register to whose they are (the arbiter's)."""
+        ``reserved`` maps addresses no party may register to the node id that holds them (the arbiter's)."""
         self._store = store
-        self._reserved = dict(reserved or {})
+        self._reserved_ids = dict(reserved or {})
         self._on_register = on_register
         self._audit = audit
         self._timeout = party_timeout_s
@@ -50,7 +50,7 @@ class PartyRegistry:
     def register(self, party: pb.PartyInfo) -> None:
         """Record a (re-)registration; AddressTaken when another live node holds its address."""
         with self._lock:
-            holder = self._reserved.get(party.address) or next(
+            holder = self._reserved_ids.get(party.address) or next(
                 (p for p, r in self._parties.items()
                  if p != party.party_id and r.address == party.address and self.is_online(p)), None)
             if holder is not None:
@@ -88,6 +88,13 @@ class PartyRegistry:
                 return True
             stop.wait(0.1)
         return False
+
+    def party_at(self, address: str) -> str | None:
+        """The node registered at ``address`` (a party, or a reserved node's id), the one a channel there must reach."""
+        if address in self._reserved_ids:
+            return self._reserved_ids[address]
+        with self._lock:
+            return next((p for p, r in self._parties.items() if r.address == address), None)
 
     def is_online(self, party_id: str) -> bool:
         seen = self._last_seen.get(party_id)

@@ -32,10 +32,12 @@ class Coordinator:
         self.audit = AuditLog(state / "audit.log", Signer(tls.key) if tls else None,
                               Anchor("coordinator.db", self.store.audit_head, self.store.save_audit_head))
         checkpoints = CheckpointStore(state / "checkpoints")
-        self._channels = ChannelPool(tls, Identity(config.node_id, "coordinator"))
+        # Every channel must reach the node registered at its address, by certificate name (issue 7.1).
+        self._channels = ChannelPool(tls, Identity(config.node_id, "coordinator"),
+                                     peer_at=lambda address: self.registry.party_at(address))
         arbiter = (config.arbiter_id, config.arbiter) if config.arbiter else None
         self.registry = PartyRegistry(self.store, config.party_timeout_s, self.audit, self._channels.replace,
-                                      reserved={config.arbiter: f"the arbiter {config.arbiter_id}"} if arbiter else {})
+                                      reserved={config.arbiter: config.arbiter_id} if arbiter else {})
         self.jobs = JobManager(self.store, checkpoints, self.registry, PartyClient(self._channels),
                                config.call_timeout_s, arbiter, self.audit)
         servicer = CoordinatorServicer(self.registry, self.jobs, checkpoints, config.heartbeat_interval_s, tls is None)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from fedcore.proto import common_pb2, coordinator_pb2 as pb, coordinator_pb2_grpc
@@ -15,6 +16,8 @@ from fedcore.rpc import make_channel
 from fedsuite.client import CoordinatorAdmin
 from fedsuite.coordinator import Coordinator, CoordinatorConfig
 from tests.conftest import tls, tls_config
+from tests.integration.test_bad_input import _run_job as run_job
+from tests.integration.test_bad_input import start_party
 
 DEADLINE = 10.0
 PARTY_NAMES = ["bank", "party-a", "party-b", "party-c", "party-x", "telecom"]
@@ -99,7 +102,7 @@ def test_a_party_may_not_register_another_live_nodes_address(pki: Path, tmp_path
     service = Coordinator(config, tmp_path)
     try:
         register(pki, service, "party-a", address="127.0.0.1:5")
-        for address, holder in (("127.0.0.1:5", "party-a"), ("127.0.0.1:7", "the arbiter arbiter")):
+        for address, holder in (("127.0.0.1:5", "party-a"), ("127.0.0.1:7", "arbiter")):
             with pytest.raises(grpc.RpcError) as caught:
                 register(pki, service, "party-x", address=address)
             assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS  # type: ignore[attr-defined]
@@ -109,3 +112,35 @@ def test_a_party_may_not_register_another_live_nodes_address(pki: Path, tmp_path
             assert {p.party_id: p.address for p in admin.parties()} == {"party-a": "127.0.0.1:5"}
     finally:
         service.stop()
+
+
+def test_a_party_registering_another_partys_server_under_another_name_is_not_called(
+    pki: Path, tmp_path: Path, breast_dir: Path,
+) -> None:
+    """Issue 7.1: party-x registers party-a's server as "localhost:P" (party-a registered "127.0.0.1:P").
+    The coordinator dials it expecting party-x's certificate, gets party-a's, and refuses: party-a's
+    data is counted once, the model is the one of party-a and party-b alone."""
+    coordinator = Coordinator(CoordinatorConfig(
+        node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"),
+        state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5, party_timeout_s=60), tmp_path)
+    parties = [start_party(pki, breast_dir, coordinator, name) for name in ("party-a", "party-b")]
+    try:
+        honest = run_job(pki, coordinator)
+        port = parties[0].port
+        declared = {p.party_id: p for p in CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin"),
+                                                             timeout_s=DEADLINE).parties()}["party-a"].datasets
+        register(pki, coordinator, "party-x", address=f"localhost:{port}", datasets=declared)  # what party-a declares
+        hijacked = run_job(pki, coordinator)
+        with CoordinatorAdmin(f"127.0.0.1:{coordinator.port}", tls(pki, "admin"), timeout_s=DEADLINE) as admin:
+            events = list(admin.watch(hijacked[0].job_id, 5))
+    finally:
+        for party in parties:
+            party.stop()
+        coordinator.stop()
+    final, weights = hijacked
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    assert all(sorted(r.parties) == ["party-a", "party-b"] for r in final.rounds)
+    dropped = [e for e in events if e.type == pb.JOB_EVENT_TYPE_PARTY_DROPPED]
+    assert dropped and all(e.party_id == "party-x" for e in dropped), [e.message for e in dropped]
+    for mine, theirs in zip(weights, honest[1]):
+        np.testing.assert_array_equal(mine, theirs)
