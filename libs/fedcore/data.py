@@ -98,7 +98,7 @@ def feature_statistics(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def combine_statistics(
-    counts: Sequence[int], sums: Sequence[np.ndarray], sums_sq: Sequence[np.ndarray]
+    counts: Sequence[float], sums: Sequence[np.ndarray], sums_sq: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Global (mean, scale) from parties' row counts and statistics; scale is the population std, 1 where it is 0."""
     if not len(counts) == len(sums) == len(sums_sq):

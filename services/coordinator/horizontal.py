@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -90,12 +90,34 @@ class _EncryptedUpdates:
         return len(part.ciphertexts) * self._key.ciphertext_width
 
 
+def capped_weights(rows: Mapping[str, int], share: float) -> dict[str, float]:
+    """Each party's FedAvg weight: its rows, the largest lowered to one common level so that none
+    exceeds ``share`` of the total (water-filling), but never below equal weights (1/k of k parties).
+
+    With c parties capped at level L and the rest's rows R, L = share * (R + c L), so
+    L = share * R / (1 - c share); parties are capped from the largest while they exceed it.
+    """
+    share = max(share, 1 / len(rows))
+    rest = float(sum(rows.values()))
+    for capped, party in enumerate(sorted(rows, key=rows.__getitem__, reverse=True)):
+        level = share * rest / (1 - capped * share)
+        if rows[party] <= level:
+            break
+        rest -= rows[party]
+    else:  # only float rounding at share = 1/k gets here: equal weights
+        level = float(min(rows.values()))
+    return {party: min(float(n), level) for party, n in rows.items()}
+
+
 @dataclass
 class RoundOutcome:
     """What a round's training phase produced and who fell out, with why."""
 
     aggregator: StreamingFedAvg | EncryptedFedAvg
     dropped: dict[str, str]
+    weights: dict[str, float] | None
+    """Each sampled party's FedAvg weight, capped by max_party_weight; None when parties weight
+    their own (encrypted) updates by their n_samples."""
 
 
 class HorizontalFedAvgJob:
@@ -142,10 +164,13 @@ class HorizontalFedAvgJob:
         info = pb.ModelInfo(model=self.spec.model, round=0, n_features=n_features,
                             n_classes=max(2, (labels[-1] + 1) if labels else 2))
         if self.spec.standardize:
+            # Each party's means count with its capped FedAvg weight, so no declared row count steers the scaling.
+            rows = {p: s.n_rows for p, s in stats.items()}
+            weights = capped_weights(rows, self.spec.max_party_weight or 1.0)
             mean, scale = combine_statistics(
-                [s.n_rows for s in stats.values()],
-                [np.asarray(s.feature_sum) for s in stats.values()],
-                [np.asarray(s.feature_sum_sq) for s in stats.values()],
+                list(weights.values()),
+                [np.asarray(stats[p].feature_sum) * (weights[p] / rows[p]) for p in weights],
+                [np.asarray(stats[p].feature_sum_sq) * (weights[p] / rows[p]) for p in weights],
             )
             info.feature_mean.extend(mean.tolist())
             info.feature_scale.extend(scale.tolist())
@@ -182,7 +207,8 @@ class HorizontalFedAvgJob:
             excluded.update(outcome.dropped)
             arrived = outcome.aggregator.completed()
             tainted = outcome.aggregator.tainted_by
-            if len(arrived) >= self.spec.min_parties and not tainted:
+            overweight = self._overweight(outcome.weights, arrived)
+            if len(arrived) >= self.spec.min_parties and not tainted and overweight is None:
                 result = outcome.aggregator.commit()
                 global_chunks.clear()  # keep memory at O(model) while the new model is evaluated and saved
                 weights = (result.weights if isinstance(result, RoundResult)
@@ -192,14 +218,28 @@ class HorizontalFedAvgJob:
                 return new_chunks
             telemetry.ROUNDS_TOTAL.labels(outcome="retried").inc()
             why = (
-                f"partial updates of {', '.join(sorted(tainted))} reached the sum"
-                if tainted and len(arrived) >= self.spec.min_parties
-                else f"{len(arrived)} of the {self.spec.min_parties} required updates arrived (min_parties)"
+                f"{len(arrived)} of the {self.spec.min_parties} required updates arrived (min_parties)"
+                if len(arrived) < self.spec.min_parties
+                else f"partial updates of {', '.join(sorted(tainted))} reached the sum" if tainted
+                else str(overweight)
             )
             self.ctx.event(pb.JOB_EVENT_TYPE_ROUND_RETRIED, round_number,
                            message=f"attempt {attempt + 1}: {why}")
             self.ctx.log.warning("round_retried", attempt=attempt + 1, reason=why)
         raise JobFailed(self._failure_reason(round_number, excluded))
+
+    def _overweight(self, weights: dict[str, float] | None, arrived: Sequence[str]) -> str | None:
+        """Why the updates that arrived would give one party more than max_party_weight of their
+        total weight (possible only when others were dropped), or None."""
+        if weights is None or not arrived:
+            return None
+        share = self.spec.max_party_weight or 1.0
+        heaviest = max(arrived, key=weights.__getitem__)
+        got = weights[heaviest] / sum(weights[p] for p in arrived)
+        if got <= max(share, 1 / len(arrived)) * (1 + 1e-9):
+            return None
+        return (f"without the dropped parties, {heaviest} would carry {got:.3g} of the weight, "
+                f"above max_party_weight={share:g}")
 
     def _failure_reason(self, round_number: int, dropped: dict[str, str]) -> str:
         detail = "; ".join(f"{p}: {why}" for p, why in sorted(dropped.items())) or "no party was dropped"
@@ -261,10 +301,14 @@ class HorizontalFedAvgJob:
                                self.spec.max_update_norm)
         )
         aggregator = updates.aggregator
+        weights = None if info.paillier_n else capped_weights(
+            {p.party_id: declared_dataset(p, self.spec.dataset).n_rows for p in parties},
+            self.spec.max_party_weight or 1.0)
         task = self._task(round_number, info)
         deadline = time.monotonic() + self.spec.round_timeout_s
         futures = {
-            p.party_id: self.ctx.executor.submit(self._collect_update, p, task, global_chunks, updates, deadline)
+            p.party_id: self.ctx.executor.submit(self._collect_update, p, task, global_chunks, updates, deadline,
+                                                 None if weights is None else weights[p.party_id])
             for p in parties
         }
         dropped: dict[str, str] = {}
@@ -276,13 +320,15 @@ class HorizontalFedAvgJob:
                 self.ctx.event(pb.JOB_EVENT_TYPE_PARTY_DROPPED, round_number, party_id=party_id, message=reason)
                 self.ctx.log.warning("party_dropped", party_id=party_id, reason=reason)
         self.ctx.check_cancelled()
-        return RoundOutcome(aggregator, dropped)
+        return RoundOutcome(aggregator, dropped, weights)
 
     def _collect_update(
         self, party: pb.PartyInfo, task: party_pb2.TrainTask, global_chunks: Sequence[bytes],
-        updates: _PlainUpdates | _EncryptedUpdates, deadline: float,
+        updates: _PlainUpdates | _EncryptedUpdates, deadline: float, weight: float | None,
     ) -> str | None:
-        """One party's Train stream; returns why it was dropped, or None when its update counts."""
+        """One party's Train stream; returns why it was dropped, or None when its update counts.
+
+        ``weight`` is its FedAvg weight; None: its n_samples."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return f"DEADLINE_EXCEEDED: round_timeout_s={self.spec.round_timeout_s} passed before its turn"
@@ -297,7 +343,7 @@ class HorizontalFedAvgJob:
             for response in self.ctx.parties.gate.responses(call):
                 if response.HasField("summary"):
                     loss = self._accept_summary(party.party_id, response.summary, task, loss, updates.aggregator,
-                                                declared_rows)
+                                                declared_rows, weight)
                 elif loss is None:
                     raise tensors.TensorStreamError("update chunks before the summary")
                 else:
@@ -323,9 +369,11 @@ class HorizontalFedAvgJob:
     def _accept_summary(
         party_id: str, summary: party_pb2.UpdateSummary, task: party_pb2.TrainTask,
         previous: float | None, aggregator: StreamingFedAvg | EncryptedFedAvg, declared_rows: int,
+        weight: float | None,
     ) -> float:
-        """The update's loss, once its summary is known to answer the task; its FedAvg weight, n_samples,
-        may not exceed the training rows the party declared at registration (and described at setup)."""
+        """The update's loss, once its summary is known to answer the task; n_samples may not exceed the
+        training rows the party declared at registration (and described at setup). Its FedAvg weight is
+        ``weight`` (the declared rows, capped by max_party_weight) or, if None, n_samples."""
         if previous is not None:
             raise tensors.TensorStreamError("a second summary in one update")
         if summary.job_id != task.job_id or summary.round != task.round:
@@ -338,7 +386,7 @@ class HorizontalFedAvgJob:
         if not 0 < summary.n_samples <= declared_rows:
             raise tensors.TensorStreamError(
                 f"n_samples={summary.n_samples} is not in 1..{declared_rows}, the training rows it declared at registration")
-        aggregator.begin_update(party_id, summary.n_samples)
+        aggregator.begin_update(party_id, summary.n_samples if weight is None else weight)
         return float(summary.train_loss)
 
     def evaluate(self, round_number: int, chunks: Sequence[bytes], info: pb.ModelInfo) -> tuple[common_pb2.EvalMetrics | None, dict[str, common_pb2.EvalMetrics]]:

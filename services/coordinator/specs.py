@@ -19,6 +19,8 @@ MAX_ROUNDS = 100_000
 MAX_VECTOR_SIZE = 1 << 31
 DEFAULT_MAX_ABS_WEIGHT = 1e6
 """No trained weight of a linear model or MLP comes near this; 3e38 (float32's edge) is an attack or a bug."""
+DEFAULT_MAX_PARTY_WEIGHT = 0.5
+"""No party's FedAvg weight outweighs all the others' together, whatever row count it declares."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -131,6 +133,12 @@ def _normalise_horizontal(h: pb.HorizontalJobSpec) -> None:
     h.max_abs_weight = h.max_abs_weight or DEFAULT_MAX_ABS_WEIGHT
     _require(math.isfinite(h.max_abs_weight) and h.max_abs_weight > 0, f + "max_abs_weight",
              f"must be a positive finite number (got {h.max_abs_weight})")
+    plaintext = h.secure_aggregation == pb.SECURE_AGGREGATION_NONE
+    if not h.HasField("max_party_weight"):
+        h.max_party_weight = DEFAULT_MAX_PARTY_WEIGHT if plaintext else 1.0
+    _require(0 < h.max_party_weight <= 1, f + "max_party_weight", f"must be in (0, 1] (got {h.max_party_weight})")
+    _require(h.max_party_weight == 1 or plaintext, f + "max_party_weight",
+             "must be 1 with secure aggregation: each party weights its own encrypted update")
 
 
 def _normalise_model(m: pb.ModelSpec, f: str) -> None:

@@ -258,6 +258,8 @@ class BrokenParty(party_pb2_grpc.PartyServicer):
         reply = self._honest.DescribeData(request, context)
         if self._mode in DESCRIBE_LIES:
             DESCRIBE_LIES[self._mode][0](reply)
+        if self._mode == "heavy":  # as many rows as it declared: nothing to refuse
+            reply.n_rows = HEAVY_ROWS
         return reply
 
     def Evaluate(self, request_iterator, context):  # type: ignore[no-untyped-def]
@@ -274,14 +276,17 @@ class BrokenParty(party_pb2_grpc.PartyServicer):
         round_number = task.round + (1 if self._mode == "wrong_round" else 0)
         job_id = "another-job" if self._mode == "wrong_job" or self._mode in EVALUATE_LIES else task.job_id
         # within the 113 rows it declared, so that only the values lie, except when the count is the lie
-        n_samples = 10**12 if self._mode == "inflated" else 100
+        n_samples = {"inflated": 10**12, "heavy": HEAVY_ROWS}.get(self._mode, 100)
         yield party_pb2.TrainResponse(summary=party_pb2.UpdateSummary(
             job_id=job_id, round=round_number, n_samples=n_samples, train_loss=0.1))
         shape = (29, 1) if self._mode == "wrong_shape" else (30, 1)
         kernel = np.full(shape, FINITE_ATTACKS.get(self._mode, 1e6), np.float32)
         if self._mode == "nan":
             kernel[-1, 0] = np.nan
-        for chunk in tensors.iter_chunks([kernel, np.full((1,), 1e6, np.float32)], chunk_bytes=64):
+        bias = np.full((1,), 1e6, np.float32)
+        if self._mode == "heavy":  # a model of zeros, which pulls the average towards 0 by its weight
+            kernel[:], bias[:] = 0.0, 0.0
+        for chunk in tensors.iter_chunks([kernel, bias], chunk_bytes=64):
             yield party_pb2.TrainResponse(update_chunk=chunk)
         if self._mode == "extra_chunk":
             yield party_pb2.TrainResponse(update_chunk=chunk)
@@ -289,6 +294,8 @@ class BrokenParty(party_pb2_grpc.PartyServicer):
 
 FINITE_ATTACKS = {"huge": 3e38, "far": 1e4}
 """Finite values that pass the NaN/Inf check: float32's edge (overflows a float32 sum), and a long way off."""
+HEAVY_ROWS = 10**6
+"""The training rows a "heavy" party-x declares, describes and trains on, all alike (it holds 113)."""
 
 
 def _set(field: str, value: object) -> Callable[[party_pb2.DescribeDataResponse], None]:
@@ -325,9 +332,12 @@ EVALUATE_LIES: dict[str, tuple[dict[str, float], str]] = {
 
 
 def _run_job(pki: Path, coordinator: Coordinator, max_update_norm: float = 0.0, standardize: bool = False,
-             min_parties: int = 2) -> tuple[pb.Job, list[np.ndarray]]:
-    spec = horizontal_job(2)
+             min_parties: int = 2, rounds: int = 2, max_party_weight: float | None = None,
+             ) -> tuple[pb.Job, list[np.ndarray]]:
+    spec = horizontal_job(rounds)
     spec.horizontal.min_parties = min_parties
+    if max_party_weight is not None:
+        spec.horizontal.max_party_weight = max_party_weight
     spec.horizontal.max_update_norm = max_update_norm
     spec.horizontal.standardize = standardize  # off: the model depends on the updates alone, not on who described data
     with admin(pki, coordinator) as client:
@@ -355,6 +365,8 @@ def broken_party(pki: Path, breast_dir: Path, coordinator: Coordinator, mode: st
     try:
         stub = stub_as(pki, "party-x", coordinator.port)
         datasets = catalog.describe()
+        if mode == "heavy":
+            datasets[0].n_rows = HEAVY_ROWS
         stub.RegisterParty(pb.RegisterPartyRequest(party_id="party-x", role=common_pb2.PARTY_ROLE_GUEST,
                                                    address=f"127.0.0.1:{broken.port}", datasets=datasets), timeout=DEADLINE)
         yield
@@ -405,6 +417,25 @@ def _honest_servicer(pki: Path, breast_dir: Path, catalog: DatasetCatalog) -> pa
     endpoint = VerticalEndpoint("party-x", ChannelPool(tls(pki, "party-x")), insecure=False)
     return PartyServicer(work, "party-x", VerticalParty(work, ModelStore(breast_dir / "models", "party-x"), breast_dir / "scores"),
                          endpoint.node)
+
+
+def test_a_party_declaring_many_rows_carries_at_most_max_party_weight(
+    pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party],
+) -> None:
+    honest_final, honest_weights = _run_job(pki, coordinator, rounds=1)
+    assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
+    with broken_party(pki, breast_dir, coordinator, "heavy"):
+        final, weights = _run_job(pki, coordinator, rounds=1)  # the default, 0.5
+        plain_final, plain_weights = _run_job(pki, coordinator, rounds=1, max_party_weight=1.0)
+    for job in (final, plain_final):
+        assert job.state == pb.JOB_STATE_SUCCEEDED, job.reason
+        assert [sorted(r.parties) for r in job.rounds] == [["party-a", "party-b", "party-x"]]
+    # party-x's zeros weigh as much as party-a's and party-b's 171 rows each together: half the model
+    for mine, theirs in zip(weights, honest_weights):
+        np.testing.assert_array_equal(mine, theirs / 2)
+    # with plain FedAvg its 10^6 declared rows would have taken all but 342 / (10^6 + 342) of the weight
+    for mine, theirs in zip(plain_weights, honest_weights):
+        np.testing.assert_allclose(mine, theirs * 342 / (HEAVY_ROWS + 342), rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("mode", sorted(DESCRIBE_LIES))

@@ -204,7 +204,9 @@ def test_defaults_filled() -> None:
     assert h.HasField("max_round_retries") and h.max_round_retries == 2
     assert h.HasField("standardize") and h.standardize is True
     assert h.HasField("evaluate_every") and h.evaluate_every == 1
+    assert h.HasField("max_party_weight") and h.max_party_weight == 0.5
     assert list(h.model.hidden_units) == [] and h.model.vector_size == 0
+    assert _normalised(secure_aggregation="paillier").max_party_weight == 1.0  # parties weight their own updates
 
 
 def test_normalise_copies() -> None:
@@ -274,6 +276,11 @@ def test_mlp_default_and_given_hidden_units() -> None:
         ({"max_round_retries": -1}, r"horizontal\.max_round_retries must be in 0\.\.100 \(got -1\)"),
         ({"max_round_retries": 101}, r"horizontal\.max_round_retries must be in 0\.\.100 \(got 101\)"),
         ({"evaluate_every": -1}, r"horizontal\.evaluate_every must be >= 0 \(got -1\)"),
+        ({"max_party_weight": 1.5}, r"horizontal\.max_party_weight must be in \(0, 1\] \(got 1\.5\)"),
+        ({"max_party_weight": -0.1}, r"horizontal\.max_party_weight must be in \(0, 1\]"),
+        ({"max_party_weight": "NaN"}, r"horizontal\.max_party_weight must be in \(0, 1\] \(got nan\)"),
+        ({"max_party_weight": 0.5, "secure_aggregation": "paillier"},
+         r"horizontal\.max_party_weight must be 1 with secure aggregation"),
         ({"dataset": None}, r"horizontal\.dataset must name a dataset the parties hold"),
         ({"dataset": "   "}, r"horizontal\.dataset must name a dataset"),
         ({"model": None}, r"horizontal\.model\.type must be logistic_regression, mlp or vector"),

@@ -50,8 +50,8 @@ class _RoundBook:
         self._lock = threading.Lock()
         self._committed = False
 
-    def begin_update(self, party_id: str, n_samples: int) -> None:
-        """A party announced its update and its FedAvg weight (its sample count)."""
+    def begin_update(self, party_id: str, n_samples: float) -> None:
+        """A party announced its update and its FedAvg weight (its sample count, or a cap of it)."""
         if n_samples <= 0:
             raise ValueError(f"n_samples must be positive, got {n_samples}")
         with self._lock:

@@ -161,7 +161,7 @@ class ModelSpec(_message.Message):
     def __init__(self, type: _Optional[_Union[ModelType, str]] = ..., hidden_units: _Optional[_Iterable[int]] = ..., vector_size: _Optional[int] = ...) -> None: ...
 
 class HorizontalJobSpec(_message.Message):
-    __slots__ = ("dataset", "model", "rounds", "local_epochs", "batch_size", "learning_rate", "penalty", "alpha", "min_parties", "fraction", "round_timeout_s", "seed", "max_round_retries", "standardize", "evaluate_every", "secure_aggregation", "key_bits", "max_update_norm", "max_abs_weight")
+    __slots__ = ("dataset", "model", "rounds", "local_epochs", "batch_size", "learning_rate", "penalty", "alpha", "min_parties", "fraction", "round_timeout_s", "seed", "max_round_retries", "standardize", "evaluate_every", "secure_aggregation", "key_bits", "max_update_norm", "max_abs_weight", "max_party_weight")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +181,7 @@ class HorizontalJobSpec(_message.Message):
     KEY_BITS_FIELD_NUMBER: _ClassVar[int]
     MAX_UPDATE_NORM_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARTY_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     model: ModelSpec
     rounds: int
@@ -200,7 +201,8 @@ class HorizontalJobSpec(_message.Message):
     key_bits: int
     max_update_norm: float
     max_abs_weight: float
-    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., rounds: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[Penalty, str]] = ..., alpha: _Optional[float] = ..., min_parties: _Optional[int] = ..., fraction: _Optional[float] = ..., round_timeout_s: _Optional[float] = ..., seed: _Optional[int] = ..., max_round_retries: _Optional[int] = ..., standardize: _Optional[bool] = ..., evaluate_every: _Optional[int] = ..., secure_aggregation: _Optional[_Union[SecureAggregation, str]] = ..., key_bits: _Optional[int] = ..., max_update_norm: _Optional[float] = ..., max_abs_weight: _Optional[float] = ...) -> None: ...
+    max_party_weight: float
+    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., rounds: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[Penalty, str]] = ..., alpha: _Optional[float] = ..., min_parties: _Optional[int] = ..., fraction: _Optional[float] = ..., round_timeout_s: _Optional[float] = ..., seed: _Optional[int] = ..., max_round_retries: _Optional[int] = ..., standardize: _Optional[bool] = ..., evaluate_every: _Optional[int] = ..., secure_aggregation: _Optional[_Union[SecureAggregation, str]] = ..., key_bits: _Optional[int] = ..., max_update_norm: _Optional[float] = ..., max_abs_weight: _Optional[float] = ..., max_party_weight: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("name", "horizontal", "vertical", "vertical_predict")
