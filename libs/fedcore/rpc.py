@@ -358,14 +358,16 @@ class ChannelPool:
         self._tls = tls
         self._identity = identity
         self._peer_at = peer_at
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[tuple[str, str | None], grpc.Channel] = {}
         self._lock = threading.Lock()
 
-    def get(self, target: str) -> grpc.Channel:
+    def get(self, target: str, peer: str | None = None) -> grpc.Channel:
+        """The channel to ``target``, whose server must be ``peer`` (default: ``peer_at(target)``)."""
+        key = (target, peer or self._peer_at(target))
         with self._lock:
-            if target not in self._channels:
-                self._channels[target] = make_channel(target, self._tls, self._identity, self._peer_at(target))
-            return self._channels[target]
+            if key not in self._channels:
+                self._channels[key] = make_channel(target, self._tls, self._identity, key[1])
+            return self._channels[key]
 
     def replace(self, *targets: str) -> None:
         """Drop and close the channels to ``targets``, so the next call dials afresh.
@@ -375,7 +377,7 @@ class ChannelPool:
         process listens. Calls in flight on the old channel end with CANCELLED.
         """
         with self._lock:
-            stale = [self._channels.pop(t) for t in targets if t in self._channels]
+            stale = [self._channels.pop(key) for key in list(self._channels) if key[0] in targets]
         for channel in stale:
             channel.close()
 

@@ -320,8 +320,9 @@ def _path_to_ca(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate
 # -- why a TLS peer refuses us -------------------------------------------------------------------
 
 
-def handshake_refusal(target: str, files: TlsFiles, timeout_s: float) -> str | None:
-    """Why the gRPC server at ``host:port`` and this node cannot talk TLS; None if they can, or it is unreachable.
+def handshake_refusal(target: str, files: TlsFiles, timeout_s: float, peer: str | None = None) -> str | None:
+    """Why the gRPC server at ``host:port`` (which must be node ``peer``, if given) and this node cannot
+    talk TLS; None if they can, or it is unreachable.
 
     gRPC tells a client whose certificate the server rejects only "Socket closed", the
     words it also uses for a server going away. One handshake of our own tells them
@@ -335,7 +336,7 @@ def handshake_refusal(target: str, files: TlsFiles, timeout_s: float) -> str | N
     context.set_alpn_protocols(["h2"])
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as tls:
+            with context.wrap_socket(raw, server_hostname=peer or host) as tls:
                 try:
                     accepted = tls.recv(1) != b""
                 except ssl.SSLError:  # an alert: the server refused our certificate after the handshake

@@ -14,6 +14,8 @@ class PartyConfig(ServerConfig):
 
     coordinator: str = "127.0.0.1:50051"
     """host:port of the coordinator."""
+    coordinator_id: str = "coordinator"
+    """The coordinator's node id: its certificate must name it, or the party does not talk to it."""
     advertise: str | None = None
     """host:port the coordinator dials back; default: the listen host and the bound port."""
     role: str = "guest"

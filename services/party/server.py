@@ -86,7 +86,8 @@ class Party:
         beats backing off: a supervisor restarts with its own backoff and shows the failure
         (Kubernetes: CrashLoopBackOff) instead of a party that looks alive and never joins.
         """
-        stub = coordinator_pb2_grpc.CoordinatorStub(self._channels.get(self._config.coordinator))
+        stub = coordinator_pb2_grpc.CoordinatorStub(
+            self._channels.get(self._config.coordinator, peer=self._config.coordinator_id))
         timeout = self._config.call_timeout_s
         interval = 1.0
         retry_s = RETRY_FIRST_S
@@ -128,8 +129,15 @@ class Party:
         if not tls_trouble or self._tls is None:
             return None
         # gRPC's words cannot tell a rejected certificate from a server going away: ask with a handshake of our own.
-        refusal = handshake_refusal(coordinator, self._tls, min(self._config.call_timeout_s, 5.0))
-        return None if refusal is None else f"{refusal}; the party and the coordinator need certificates from one CA"
+        refusal = handshake_refusal(coordinator, self._tls, min(self._config.call_timeout_s, 5.0),
+                                    peer=self._config.coordinator_id)
+        if refusal is None:
+            return None
+        if f"not valid for '{self._config.coordinator_id}'" in refusal:
+            return (f"{refusal.rstrip('.')}: the server at {coordinator} is not the coordinator "
+                    f"{self._config.coordinator_id!r}; "
+                    f"check `coordinator` and `coordinator_id`")
+        return f"{refusal}; the party and the coordinator need certificates from one CA"
 
     def _registration(self) -> cpb.RegisterPartyRequest:
         return cpb.RegisterPartyRequest(

@@ -248,6 +248,13 @@ def test_party_pointed_at_an_arbiter_exits_with_a_hint(federation: LocalFederati
     pki = federation.certs
     tls = tls_section(pki / "ca.pem", pki / "party-a.pem", pki / "party-a.key")
     code, output, _ = run("party", party_config("party-a", arbiter, tls), tmp_path)
+    assert code == 1  # the arbiter's certificate names the arbiter, not the coordinator: refused before any call
+    assert refusal_of(output)["hint"] == (
+        f"the certificate {arbiter} presents fails verification with {pki / 'ca.pem'}: Hostname mismatch, "
+        f"certificate is not valid for 'coordinator': the server at {arbiter} is not the coordinator "
+        f"'coordinator'; check `coordinator` and `coordinator_id`")
+    # told the arbiter is its coordinator, the name check passes and the arbiter's answer is the tell
+    code, output, _ = run("party", party_config("party-a", arbiter, tls, coordinator_id="arbiter"), tmp_path)
     assert code == 1
     assert refusal_of(output)["hint"] == (f"{arbiter} answers gRPC but is no fedsuite coordinator; check "
                                           f"`coordinator` in the party's config")

@@ -41,7 +41,7 @@ class GrpcTransport:
         address = self._peers.get(dst)
         if address is None:
             raise PeerUnavailable(f"{dst} is not a peer of job {job_id}")
-        call = self._channels.get(address).stream_unary(
+        call = self._channels.get(address, peer=dst).stream_unary(  # the server must be dst, by certificate
             EXCHANGE,
             request_serializer=vertical_pb2.ExchangeChunk.SerializeToString,
             response_deserializer=vertical_pb2.ExchangeAck.FromString,
