@@ -354,20 +354,21 @@ def _events(pki: Path, coordinator: Coordinator, job_id: str, kind: int) -> list
 
 
 @contextmanager
-def broken_party(pki: Path, breast_dir: Path, coordinator: Coordinator, mode: str) -> Iterator[None]:
-    """party-x, registered with a valid certificate and what it holds, lying as BrokenParty's ``mode`` says."""
+def broken_party(pki: Path, breast_dir: Path, coordinator: Coordinator, mode: str, name: str = "party-x") -> Iterator[None]:
+    """``name`` (party-x), registered with a valid certificate and what it holds (party-c's rows),
+    lying as BrokenParty's ``mode`` says."""
     catalog = DatasetCatalog({"breast": DatasetConfig(path=str(breast_dir / "party-c-train.csv"),
                                                       eval_path=str(breast_dir / "party-c-eval.csv"), label="target")},
                              breast_dir)
-    broken = make_server("127.0.0.1:0", tls(pki, "party-x"), PARTY_POLICY, [service(
-        party_pb2_grpc.add_PartyServicer_to_server, BrokenParty(_honest_servicer(pki, breast_dir, catalog), mode),
+    broken = make_server("127.0.0.1:0", tls(pki, name), PARTY_POLICY, [service(
+        party_pb2_grpc.add_PartyServicer_to_server, BrokenParty(_honest_servicer(pki, breast_dir, catalog, name), mode),
         "fedsuite.v1.Party")])
     try:
-        stub = stub_as(pki, "party-x", coordinator.port)
+        stub = stub_as(pki, name, coordinator.port)
         datasets = catalog.describe()
         if mode == "heavy":
             datasets[0].n_rows = HEAVY_ROWS
-        stub.RegisterParty(pb.RegisterPartyRequest(party_id="party-x", role=common_pb2.PARTY_ROLE_GUEST,
+        stub.RegisterParty(pb.RegisterPartyRequest(party_id=name, role=common_pb2.PARTY_ROLE_GUEST,
                                                    address=f"127.0.0.1:{broken.port}", datasets=datasets), timeout=DEADLINE)
         yield
     finally:
@@ -412,10 +413,10 @@ def test_finite_but_poisonous_update_is_refused_with_the_party_named(
         np.testing.assert_array_equal(mine, theirs)
 
 
-def _honest_servicer(pki: Path, breast_dir: Path, catalog: DatasetCatalog) -> party_pb2_grpc.PartyServicer:
+def _honest_servicer(pki: Path, breast_dir: Path, catalog: DatasetCatalog, name: str) -> party_pb2_grpc.PartyServicer:
     work = LocalWork(catalog)
-    endpoint = VerticalEndpoint("party-x", ChannelPool(tls(pki, "party-x")), insecure=False)
-    return PartyServicer(work, "party-x", VerticalParty(work, ModelStore(breast_dir / "models", "party-x"), breast_dir / "scores"),
+    endpoint = VerticalEndpoint(name, ChannelPool(tls(pki, name)), insecure=False)
+    return PartyServicer(work, name, VerticalParty(work, ModelStore(breast_dir / "models", name), breast_dir / "scores"),
                          endpoint.node)
 
 
@@ -436,6 +437,23 @@ def test_a_party_declaring_many_rows_carries_at_most_max_party_weight(
     # with plain FedAvg its 10^6 declared rows would have taken all but 342 / (10^6 + 342) of the weight
     for mine, theirs in zip(plain_weights, honest_weights):
         np.testing.assert_allclose(mine, theirs * 342 / (HEAVY_ROWS + 342), rtol=1e-5, atol=1e-9)
+
+
+def test_a_round_that_dropped_below_max_party_weight_is_retried_without_the_dropped_party(
+    pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party],
+) -> None:
+    honest_final, honest_weights = _run_job(pki, coordinator, rounds=1)
+    with broken_party(pki, breast_dir, coordinator, "heavy"), \
+            broken_party(pki, breast_dir, coordinator, "wrong_job", name="party-c"):
+        final, weights = _run_job(pki, coordinator, rounds=1)
+        retried = _events(pki, coordinator, final.job_id, pb.JOB_EVENT_TYPE_ROUND_RETRIED)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    # planned: 171, 171, 113 and party-x lowered to 455 (half); without party-c, party-x would carry 455/797
+    assert [e.message for e in retried] == [
+        "attempt 1: without the dropped parties, party-x would carry 0.571 of the weight, above max_party_weight=0.5"]
+    assert [sorted(r.parties) for r in final.rounds] == [["party-a", "party-b", "party-x"]]
+    for mine, theirs in zip(weights, honest_weights):
+        np.testing.assert_array_equal(mine, theirs / 2)
 
 
 @pytest.mark.parametrize("mode", sorted(DESCRIBE_LIES))
