@@ -55,6 +55,8 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.so_reuseport", 0),
 ]
 
+LIMITED_ROLES = frozenset({"party", "arbiter"})
+"""Roles whose calls count against a per-peer share (the coordinator's and admins' never do)."""
 HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 """Open to any TLS client, certificate or not, so probes and load balancers can ask."""
 
@@ -155,11 +157,15 @@ class AuthInterceptor(grpc.ServerInterceptor):
     """
 
     def __init__(self, policy: AuthPolicy, insecure: bool = False,
-                 on_refusal: Callable[[str, str, str], None] | None = None) -> None:
-        """``on_refusal(caller, method, reason)`` hears of every refused call (for the audit log)."""
+                 on_refusal: Callable[[str, str, str], None] | None = None, per_peer: int = 8) -> None:
+        """``on_refusal(caller, method, reason)`` hears of every refused call (for the audit log);
+        ``per_peer``: calls one party or arbiter may have in flight here (see ``_admit``)."""
         self._policy = policy
         self._insecure = insecure
         self._on_refusal = on_refusal
+        self._per_peer = per_peer
+        self._in_flight: dict[str, int] = {}
+        self._in_flight_lock = threading.Lock()
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         method = handler_call_details.method
@@ -189,6 +195,35 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{identity.name} (role {identity.role or 'none'}) may not call {method}; allowed: {roles}",
             )
+        self._admit(context, identity)
+
+    def _admit(self, context: grpc.ServicerContext, identity: Identity) -> None:
+        """Give each party and arbiter its own share of the server: at most ``per_peer`` calls in flight.
+
+        One peer flooding us (160 Exchange calls for jobs that do not exist, each waiting
+        for its job) would otherwise take every worker and every slot, and the coordinator's
+        own calls, which are never limited, would be refused. A call over the share is
+        RESOURCE_EXHAUSTED at once, naming the peer, and holds nothing.
+        """
+        if identity.role not in LIMITED_ROLES:
+            return
+        with self._in_flight_lock:
+            busy = self._in_flight.get(identity.name, 0)
+            if busy >= self._per_peer:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"{identity.name} already has {busy} calls in flight here (at most {self._per_peer} "
+                              f"per peer)")
+            self._in_flight[identity.name] = busy + 1
+        if not context.add_callback(lambda: self._release(identity.name)):  # the call already ended
+            self._release(identity.name)
+
+    def _release(self, name: str) -> None:
+        with self._in_flight_lock:
+            left = self._in_flight.get(name, 1) - 1
+            if left:
+                self._in_flight[name] = left
+            else:
+                self._in_flight.pop(name, None)
 
 
 def _guard(handler: grpc.RpcMethodHandler, check: Callable[[grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
@@ -258,9 +293,11 @@ def make_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
-        interceptors=[AuthInterceptor(policy, insecure=tls is None, on_refusal=on_refusal)],
+        interceptors=[AuthInterceptor(policy, insecure=tls is None, on_refusal=on_refusal, per_peer=max_workers // 4)],
         options=SERVER_OPTIONS,
-        maximum_concurrent_rpcs=max_workers * 4,
+        # Far above what the per-peer shares can hold (AuthInterceptor._admit): a flood beyond a peer's
+        # share is refused by the interceptor in microseconds, instead of filling the slots every caller shares.
+        maximum_concurrent_rpcs=max_workers * 32,
     )
     names = [add(server) for add in register]
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
