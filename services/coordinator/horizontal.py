@@ -149,12 +149,12 @@ class HorizontalFedAvgJob:
     def setup(self, holders: Sequence[pb.PartyInfo]) -> pb.ModelInfo:
         """Agree on features, classes and scaling with the parties, then checkpoint round 0."""
         existing = self.ctx.store.model_info(self.ctx.job_id)
+        stats = self._describe(holders)  # on a resume too, so that a party refused before is refused again
         if existing is not None:
             if existing.paillier_n:  # resumed: the key was released when the job failed (or is still held)
                 existing.paillier_n = self.paillier_key()
                 self.ctx.store.save_model_info(self.ctx.job_id, existing)
             return existing
-        stats = self._describe(holders)
         widths = {s.n_features for s in stats.values()}
         if len(widths) != 1:
             detail = ", ".join(f"{p}: {s.n_features}" for p, s in sorted(stats.items()))

@@ -6,6 +6,7 @@ real gRPC Party server with a valid certificate that answers with broken updates
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -253,6 +254,7 @@ class BrokenParty(party_pb2_grpc.PartyServicer):
     def __init__(self, honest: party_pb2_grpc.PartyServicer, mode: str) -> None:
         self._honest = honest
         self._mode = mode
+        self._failed_once = False
 
     def DescribeData(self, request, context):  # type: ignore[no-untyped-def]
         reply = self._honest.DescribeData(request, context)
@@ -270,11 +272,19 @@ class BrokenParty(party_pb2_grpc.PartyServicer):
         return party_pb2.EvaluateResponse(metrics=common_pb2.EvalMetrics(**EVALUATE_LIES[self._mode][0]))
 
     def Train(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        if self._mode == "fails_round_2_once":  # honest, but its first round-2 update answers another job
+            first = next(request_iterator)
+            if first.task.round != 2 or self._failed_once:
+                yield from self._honest.Train(itertools.chain([first], request_iterator), context)
+                return
+            self._failed_once = True
+            request_iterator = itertools.chain([first], request_iterator)
         task = next(request_iterator).task
         for _ in request_iterator:
             pass
         round_number = task.round + (1 if self._mode == "wrong_round" else 0)
-        job_id = "another-job" if self._mode == "wrong_job" or self._mode in EVALUATE_LIES else task.job_id
+        job_id = "another-job" if self._mode in ("wrong_job", "fails_round_2_once") or self._mode in EVALUATE_LIES \
+            else task.job_id
         # within the 113 rows it declared, so that only the values lie, except when the count is the lie
         n_samples = {"inflated": 10**12, "heavy": HEAVY_ROWS}.get(self._mode, 100)
         yield party_pb2.TrainResponse(summary=party_pb2.UpdateSummary(
@@ -454,6 +464,27 @@ def test_a_round_that_dropped_below_max_party_weight_is_retried_without_the_drop
     assert [sorted(r.parties) for r in final.rounds] == [["party-a", "party-b", "party-x"]]
     for mine, theirs in zip(weights, honest_weights):
         np.testing.assert_array_equal(mine, theirs / 2)
+
+
+def test_a_party_refused_at_setup_is_refused_again_when_the_job_resumes(
+    pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party],
+) -> None:
+    spec = horizontal_job(2)
+    spec.horizontal.min_parties, spec.horizontal.max_round_retries, spec.horizontal.standardize = 3, 0, False
+    with broken_party(pki, breast_dir, coordinator, "nan_sum"), \
+            broken_party(pki, breast_dir, coordinator, "fails_round_2_once", name="party-c"), \
+            admin(pki, coordinator) as client:
+        job_id = client.submit(spec)
+        failed = client.wait(job_id, 120)  # round 2 misses its quorum of 3 once party-c drops
+        assert failed.state == pb.JOB_STATE_FAILED and [r.round for r in failed.rounds] == [1], failed.reason
+        client.resume(job_id)
+        final = client.wait(job_id, 120)
+        dropped = _events(pki, coordinator, job_id, pb.JOB_EVENT_TYPE_PARTY_DROPPED)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    assert [r.round for r in final.rounds] == [1, 2]
+    assert all(sorted(r.parties) == ["party-a", "party-b", "party-c"] for r in final.rounds)
+    refusals = [e for e in dropped if e.party_id == "party-x"]
+    assert len(refusals) == 2 and all("refused its DescribeData reply" in e.message for e in refusals)
 
 
 @pytest.mark.parametrize("mode", sorted(DESCRIBE_LIES))
