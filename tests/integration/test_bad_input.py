@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -385,18 +386,29 @@ def broken_party(pki: Path, breast_dir: Path, coordinator: Coordinator, mode: st
         broken.stop(0)
 
 
+def _without_and_with_the_liar(pki: Path, breast_dir: Path, coordinator: Coordinator, mode: str,
+                               **job: Any) -> tuple[pb.Job, pb.Job, list[pb.JobEvent]]:
+    """The job run by party-a and party-b alone, then with party-x lying as ``mode`` says: both
+    succeed, party-x is in no round, and the two models are the same to the bit. Returns both jobs
+    and the second one's PARTY_DROPPED events."""
+    honest, honest_weights = _run_job(pki, coordinator, **job)
+    assert honest.state == pb.JOB_STATE_SUCCEEDED, honest.reason
+    with broken_party(pki, breast_dir, coordinator, mode):
+        final, weights = _run_job(pki, coordinator, **job)
+        dropped = _events(pki, coordinator, final.job_id, pb.JOB_EVENT_TYPE_PARTY_DROPPED)
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    assert all(sorted(r.parties) == ["party-a", "party-b"] for r in final.rounds)
+    assert [w.shape for w in weights] == [w.shape for w in honest_weights]
+    for mine, theirs in zip(weights, honest_weights):
+        np.testing.assert_array_equal(mine, theirs)
+    return honest, final, dropped
+
+
 @pytest.mark.parametrize("mode", ["nan", "wrong_shape", "wrong_round", "wrong_job", "extra_chunk"])
 def test_broken_update_is_dropped_and_the_model_is_untouched(
     pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party], mode: str,
 ) -> None:
-    honest_final, honest_weights = _run_job(pki, coordinator)
-    assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
-    with broken_party(pki, breast_dir, coordinator, mode):
-        final, weights = _run_job(pki, coordinator)
-    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
-    assert all(sorted(r.parties) == ["party-a", "party-b"] for r in final.rounds)
-    for mine, theirs in zip(weights, honest_weights):
-        np.testing.assert_array_equal(mine, theirs)
+    _without_and_with_the_liar(pki, breast_dir, coordinator, mode)
 
 
 @pytest.mark.parametrize("mode, bound, why", [
@@ -407,20 +419,9 @@ def test_broken_update_is_dropped_and_the_model_is_untouched(
 def test_finite_but_poisonous_update_is_refused_with_the_party_named(
     pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party], mode: str, bound: float, why: str,
 ) -> None:
-    honest_final, honest_weights = _run_job(pki, coordinator, max_update_norm=bound)
-    assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
-    with broken_party(pki, breast_dir, coordinator, mode):
-        final, weights = _run_job(pki, coordinator, max_update_norm=bound)
-        with admin(pki, coordinator) as client:
-            events = list(client.watch(final.job_id, 5))
-    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
-    dropped = [e for e in events if e.type == pb.JOB_EVENT_TYPE_PARTY_DROPPED]
+    _, _, dropped = _without_and_with_the_liar(pki, breast_dir, coordinator, mode, max_update_norm=bound)
     assert dropped and all(e.party_id == "party-x" and "INVALID_ARGUMENT" in e.message and why in e.message
                            for e in dropped), [e.message for e in dropped]
-    assert all(sorted(r.parties) == ["party-a", "party-b"] for r in final.rounds)
-    for mine, theirs in zip(weights, honest_weights):
-        assert np.isfinite(mine).all()
-        np.testing.assert_array_equal(mine, theirs)
 
 
 def _honest_servicer(pki: Path, breast_dir: Path, catalog: DatasetCatalog, name: str) -> party_pb2_grpc.PartyServicer:
@@ -491,19 +492,11 @@ def test_a_party_refused_at_setup_is_refused_again_when_the_job_resumes(
 def test_lying_data_description_is_refused_and_left_out_of_the_statistics(
     pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party], mode: str,
 ) -> None:
-    honest_final, honest_weights = _run_job(pki, coordinator, standardize=True)
-    assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
-    with broken_party(pki, breast_dir, coordinator, mode):
-        final, weights = _run_job(pki, coordinator, standardize=True)
-        dropped = _events(pki, coordinator, final.job_id, pb.JOB_EVENT_TYPE_PARTY_DROPPED)
-    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    # the same model, so of the same shape: a label of 20000 made a 30 x 20001 model before
+    _, _, dropped = _without_and_with_the_liar(pki, breast_dir, coordinator, mode, standardize=True)
     words = DESCRIBE_LIES[mode][1]
     assert [(e.party_id, e.round) for e in dropped] == [("party-x", 0)], [e.message for e in dropped]
     assert "INVALID_ARGUMENT: refused its DescribeData reply" in dropped[0].message and words in dropped[0].message
-    assert all(sorted(r.parties) == ["party-a", "party-b"] for r in final.rounds)
-    assert [len(w) for w in weights] == [30, 1]  # a label of 20000 made a 30 x 20001 model before
-    for mine, theirs in zip(weights, honest_weights):
-        np.testing.assert_array_equal(mine, theirs)
 
 
 def test_lying_description_fails_the_job_naming_the_party_when_the_quorum_needs_it(
@@ -520,12 +513,7 @@ def test_lying_description_fails_the_job_naming_the_party_when_the_quorum_needs_
 def test_lying_evaluation_is_refused_and_left_out_of_the_metrics(
     pki: Path, breast_dir: Path, coordinator: Coordinator, parties: dict[str, Party], mode: str,
 ) -> None:
-    honest_final, honest_weights = _run_job(pki, coordinator)
-    assert honest_final.state == pb.JOB_STATE_SUCCEEDED, honest_final.reason
-    with broken_party(pki, breast_dir, coordinator, mode):
-        final, weights = _run_job(pki, coordinator)
-        dropped = _events(pki, coordinator, final.job_id, pb.JOB_EVENT_TYPE_PARTY_DROPPED)
-    assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+    honest_final, final, dropped = _without_and_with_the_liar(pki, breast_dir, coordinator, mode)
     refusals = [e for e in dropped if "Evaluate" in e.message]
     assert [(e.party_id, e.round) for e in refusals] == [("party-x", r.round) for r in final.rounds]
     assert all("INVALID_ARGUMENT: refused its Evaluate reply" in e.message and EVALUATE_LIES[mode][1] in e.message
@@ -533,8 +521,6 @@ def test_lying_evaluation_is_refused_and_left_out_of_the_metrics(
     for mine, theirs in zip(final.rounds, honest_final.rounds):
         assert sorted(mine.eval_by_party) == ["party-a", "party-b"]
         assert mine.eval == theirs.eval and 0 <= mine.eval.auc <= 1
-    for mine, theirs in zip(weights, honest_weights):
-        np.testing.assert_array_equal(mine, theirs)
 
 
 def test_certificate_without_a_fedsuite_role_is_unauthenticated(pki: Path, tmp_path: Path, coordinator: Coordinator) -> None:
