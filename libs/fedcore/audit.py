@@ -278,10 +278,59 @@ class AuditLog:
             return record
 
 
-def refusals_to(log: AuditLog) -> Callable[[str, str, str], None]:
-    """An AuthInterceptor ``on_refusal`` hook that records each refused call (a policy decision)."""
+class RefusalRecorder:
+    """An AuthInterceptor ``on_refusal`` hook: refused calls (policy decisions) into the audit log,
+    at most ``per_window`` records per caller in each ``window_s``.
 
-    def record(caller: str, method: str, reason: str) -> None:
-        log.record("call_refused", caller=caller, method=method, reason=reason)
+    Every record is fsynced, so a caller retrying a refused call in a loop (300 in 0.33 s
+    were seen) would flood the log and the disk. Past its share a caller's refusals are
+    counted per method and written as one ``calls_refused_summary`` record when the window
+    ends (or at ``flush``, when the service stops): nothing refused goes unrecorded.
+    """
 
-    return record
+    def __init__(self, log: AuditLog, per_window: int = 10, window_s: float = 60.0) -> None:
+        self._log = log
+        self._per_window = per_window
+        self._window_s = window_s
+        self._lock = threading.Lock()
+        self._windows: dict[str, tuple[float, int, dict[str, int]]] = {}
+        """caller -> (window end, records written, refusals counted by method)."""
+
+    def __call__(self, caller: str, method: str, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            end, written, counted = self._windows.get(caller, (0.0, 0, {}))
+            if now >= end:
+                self._summarise(caller, counted)
+                end, written, counted = now + self._window_s, 0, {}
+            if written < self._per_window:
+                written += 1
+            else:
+                if not counted:  # the first refusal past the share: its summary is due at the window's end
+                    timer = threading.Timer(end - now, self._close_window, args=(caller, end))
+                    timer.daemon = True
+                    timer.start()
+                counted[method] = counted.get(method, 0) + 1
+            self._windows[caller] = (end, written, counted)
+            if counted:
+                return
+        self._log.record("call_refused", caller=caller, method=method, reason=reason)
+
+    def flush(self) -> None:
+        """Write every pending summary (the service stops)."""
+        with self._lock:
+            for caller, (_, _, counted) in self._windows.items():
+                self._summarise(caller, counted)
+            self._windows.clear()
+
+    def _close_window(self, caller: str, end: float) -> None:
+        with self._lock:
+            window = self._windows.get(caller)
+            if window is not None and window[0] == end:
+                self._summarise(caller, window[2])
+                self._windows[caller] = (end, window[1], {})
+
+    def _summarise(self, caller: str, counted: dict[str, int]) -> None:
+        if counted:
+            self._log.record("calls_refused_summary", caller=caller, window_s=self._window_s,
+                             refused=dict(sorted(counted.items())), total=sum(counted.values()))

@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 from fedcore import telemetry
-from fedcore.audit import Anchor, AuditLog, Signer, refusals_to
+from fedcore.audit import Anchor, AuditLog, RefusalRecorder, Signer
 from fedcore.proto import coordinator_pb2_grpc
 from fedcore.rpc import ChannelPool, Server, make_server, service
 from fedcore.tls import Identity
@@ -31,6 +31,7 @@ class Coordinator:
         # Signed with the node's TLS key, headed in the store: a cut or re-chained log is refused here.
         self.audit = AuditLog(state / "audit.log", Signer(tls.key) if tls else None,
                               Anchor("coordinator.db", self.store.audit_head, self.store.save_audit_head))
+        self._refusals = RefusalRecorder(self.audit)
         checkpoints = CheckpointStore(state / "checkpoints")
         # Every channel must reach the node registered at its address, by certificate name (issue 7.1).
         self._channels = ChannelPool(tls, Identity(config.node_id, "coordinator"),
@@ -45,7 +46,7 @@ class Coordinator:
         self.server: Server = make_server(
             config.listen, tls, POLICY,
             [service(coordinator_pb2_grpc.add_CoordinatorServicer_to_server, servicer, "fedsuite.v1.Coordinator")],
-            on_refusal=refusals_to(self.audit),
+            on_refusal=self._refusals,
         )
         self._stopping = threading.Event()
         self._monitor = threading.Thread(target=self._watch_liveness, name="liveness", daemon=True)
@@ -61,8 +62,10 @@ class Coordinator:
             self.registry.refresh_status()
 
     def stop(self) -> None:
+        """Stop serving, then write the pending summaries of refused calls to the audit log."""
         self._stopping.set()
         self.server.stop()
+        self._refusals.flush()
         self.jobs.close()
         self._channels.close()
         self.store.close()

@@ -3,6 +3,7 @@ registry, ListParties or the audit log grow by megabytes (a real coordinator ove
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,3 +145,24 @@ def test_a_party_registering_another_partys_server_under_another_name_is_not_cal
     assert dropped and all(e.party_id == "party-x" for e in dropped), [e.message for e in dropped]
     for mine, theirs in zip(weights, honest[1]):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_refused_calls_are_recorded_up_to_a_share_then_summarised(pki: Path, tmp_path: Path) -> None:
+    """Issue 7.7: 300 refused calls wrote 300 fsynced audit lines; now 10 per caller a minute, then one summary."""
+    service = Coordinator(CoordinatorConfig(
+        node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"),
+        state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5, party_timeout_s=60), tmp_path)
+    stub = coordinator_pb2_grpc.CoordinatorStub(make_channel(f"127.0.0.1:{service.port}", tls(pki, "party-x")))
+    try:
+        for _ in range(300):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ListJobs(pb.ListJobsRequest(), timeout=DEADLINE)
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    finally:
+        service.stop()
+    records = [json.loads(line) for line in service.audit.path.read_text().splitlines()]
+    refused = [r for r in records if r["event"] == "call_refused"]
+    summaries = [r for r in records if r["event"] == "calls_refused_summary"]
+    assert len(refused) == 10 and all(r["caller"] == "party-x" for r in refused)
+    assert [(s["caller"], s["refused"], s["total"]) for s in summaries] == [
+        ("party-x", {"/fedsuite.v1.Coordinator/ListJobs": 290}, 290)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fedcore.audit import GENESIS, Anchor, AuditError, AuditLog, Signer, file_anchor, verify
+from fedcore.audit import GENESIS, Anchor, AuditError, AuditLog, RefusalRecorder, Signer, file_anchor, verify
 from fedcore.tls import init_pki
 
 from fedsuite.coordinator.store import SqliteStore
@@ -212,3 +213,19 @@ def test_a_node_with_an_rsa_tls_key_signs_with_it(tmp_path: Path) -> None:
     path.write_text("\n".join(rechain(lines, 1)) + "\n")
     with pytest.raises(AuditError, match=r"audit.log:2: the signature does not match"):
         verify(path, signer.public_keys())
+
+
+def test_refusals_past_a_callers_share_are_summarised_when_its_window_ends(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log")
+    recorder = RefusalRecorder(log, per_window=2, window_s=0.3)
+    for method in ("/a", "/a", "/a", "/b", "/a"):
+        recorder("party-x", method, "role party not in admin")
+    recorder("party-y", "/a", "role party not in admin")  # another caller has its own share
+    time.sleep(0.6)  # the window's end writes the summary by itself
+    recorder("party-x", "/a", "again")  # a new window: recorded again
+    events = [(r["event"], r["caller"], r.get("refused")) for r in map(json.loads, log.path.read_text().splitlines())]
+    assert events == [
+        ("call_refused", "party-x", None), ("call_refused", "party-x", None), ("call_refused", "party-y", None),
+        ("calls_refused_summary", "party-x", {"/a": 2, "/b": 1}), ("call_refused", "party-x", None),
+    ]
+    assert verify(log.path)[0] == 5
