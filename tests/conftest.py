@@ -11,6 +11,7 @@ from fedcore import telemetry
 from fedcore.config import TlsConfig
 from fedcore.tls import TlsFiles, init_pki
 
+from fedsuite.coordinator import Coordinator, CoordinatorConfig
 from fedsuite.demo import GUEST, HOST, PARTIES, prepare_horizontal_data
 from fedsuite.local import LocalFederation
 
@@ -43,6 +44,14 @@ def tls(pki: Path, name: str) -> TlsFiles:
 def tls_config(pki: Path, name: str) -> TlsConfig:
     """A service config's ``tls`` section pointing at ``name``'s files in ``pki``."""
     return TlsConfig(ca=str(pki / "ca.pem"), cert=str(pki / f"{name}.pem"), key=str(pki / f"{name}.key"))
+
+
+def in_process_coordinator(pki: Path, base: Path, **settings: object) -> Coordinator:
+    """A real coordinator server in this process on 127.0.0.1 over mTLS (stop it after use)."""
+    config = CoordinatorConfig(node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"),
+                               state_dir=str(base / "state"), heartbeat_interval_s=0.5, party_timeout_s=60,
+                               **settings)  # type: ignore[arg-type]
+    return Coordinator(config, base)
 
 
 @pytest.fixture(scope="session")

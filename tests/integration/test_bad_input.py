@@ -24,7 +24,7 @@ from fedcore.rpc import MAX_MESSAGE_BYTES, ChannelPool, make_channel, make_serve
 from fedcore.tls import Identity, TlsFiles, init_ca, issue_node
 
 from fedsuite.client import CoordinatorAdmin
-from fedsuite.coordinator import Coordinator, CoordinatorConfig
+from fedsuite.coordinator import Coordinator
 from fedsuite.demo import horizontal_job
 from fedsuite.party import Party, PartyConfig
 from fedsuite.party.datasets import DatasetCatalog
@@ -34,16 +34,14 @@ from fedsuite.vertical_node import VerticalEndpoint
 from fedsuite.party.servicer import POLICY as PARTY_POLICY
 from fedsuite.party.servicer import PartyServicer
 from fedsuite.party.work import LocalWork
-from tests.conftest import tls, tls_config
+from tests.conftest import in_process_coordinator, tls, tls_config
 
 DEADLINE = 10.0
 
 
 @pytest.fixture
 def coordinator(pki: Path, tmp_path: Path) -> Iterator[Coordinator]:
-    config = CoordinatorConfig(node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"),
-                               state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5, party_timeout_s=60)
-    service = Coordinator(config, tmp_path)
+    service = in_process_coordinator(pki, tmp_path)
     yield service
     service.stop()
 

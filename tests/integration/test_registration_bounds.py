@@ -15,8 +15,8 @@ from fedcore.proto import common_pb2, coordinator_pb2 as pb, coordinator_pb2_grp
 from fedcore.rpc import make_channel
 
 from fedsuite.client import CoordinatorAdmin
-from fedsuite.coordinator import Coordinator, CoordinatorConfig
-from tests.conftest import tls, tls_config
+from fedsuite.coordinator import Coordinator
+from tests.conftest import in_process_coordinator, tls
 from tests.integration.test_bad_input import _run_job as run_job
 from tests.integration.test_bad_input import start_party
 
@@ -26,9 +26,7 @@ PARTY_NAMES = ["bank", "party-a", "party-b", "party-c", "party-x", "telecom"]
 
 @pytest.fixture
 def coordinator(pki: Path, tmp_path: Path) -> Iterator[Coordinator]:
-    config = CoordinatorConfig(node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"),
-                               state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5, party_timeout_s=60)
-    service = Coordinator(config, tmp_path)
+    service = in_process_coordinator(pki, tmp_path)
     yield service
     service.stop()
 
@@ -97,10 +95,7 @@ def test_list_parties_pages_through_every_party_once(pki: Path, coordinator: Coo
 def test_a_party_may_not_register_another_live_nodes_address(pki: Path, tmp_path: Path) -> None:
     """Issue 7.1: party-x registering party-a's (or the arbiter's) address would have the coordinator call
     that node in party-x's name, counting party-a's data twice."""
-    config = CoordinatorConfig(node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"),
-                               state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5, party_timeout_s=60,
-                               arbiter="127.0.0.1:7", arbiter_id="arbiter")
-    service = Coordinator(config, tmp_path)
+    service = in_process_coordinator(pki, tmp_path, arbiter="127.0.0.1:7", arbiter_id="arbiter")
     try:
         register(pki, service, "party-a", address="127.0.0.1:5")
         for address, holder in (("127.0.0.1:5", "party-a"), ("127.0.0.1:7", "arbiter")):
@@ -121,9 +116,7 @@ def test_a_party_registering_another_partys_server_under_another_name_is_not_cal
     """Issue 7.1: party-x registers party-a's server as "localhost:P" (party-a registered "127.0.0.1:P").
     The coordinator dials it expecting party-x's certificate, gets party-a's, and refuses: party-a's
     data is counted once, the model is the one of party-a and party-b alone."""
-    coordinator = Coordinator(CoordinatorConfig(
-        node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"),
-        state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5, party_timeout_s=60), tmp_path)
+    coordinator = in_process_coordinator(pki, tmp_path)
     parties = [start_party(pki, breast_dir, coordinator, name) for name in ("party-a", "party-b")]
     try:
         honest = run_job(pki, coordinator)
@@ -149,9 +142,7 @@ def test_a_party_registering_another_partys_server_under_another_name_is_not_cal
 
 def test_refused_calls_are_recorded_up_to_a_share_then_summarised(pki: Path, tmp_path: Path) -> None:
     """Issue 7.7: 300 refused calls wrote 300 fsynced audit lines; now 10 per caller a minute, then one summary."""
-    service = Coordinator(CoordinatorConfig(
-        node_id="coordinator", listen="127.0.0.1:0", tls=tls_config(pki, "coordinator"),
-        state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5, party_timeout_s=60), tmp_path)
+    service = in_process_coordinator(pki, tmp_path)
     stub = coordinator_pb2_grpc.CoordinatorStub(make_channel(f"127.0.0.1:{service.port}", tls(pki, "party-x")))
     try:
         for _ in range(300):
