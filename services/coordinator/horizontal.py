@@ -37,6 +37,11 @@ PAILLIER_EXPONENT = -40
 """Fixed-point scale of encrypted updates: n_k * w_k to 2^-40 (~1e-12); sums stay far below n."""
 
 
+def largest_magnitude(values: np.ndarray) -> float:
+    """max |v| without allocating |values| (an update's chunk or a whole aggregated tensor); 0 when empty."""
+    return max(float(values.max()), -float(values.min())) if values.size else 0.0
+
+
 class _PlainUpdates:
     """Updates in plaintext: RAW chunks checked against the job's bounds, then added into a StreamingFedAvg.
 
@@ -59,7 +64,7 @@ class _PlainUpdates:
 
     def add(self, party_id: str, part: tensors.ChunkValues) -> int:
         values = part.values
-        largest = max(float(values.max()), -float(values.min())) if values.size else 0.0  # no |values| copy
+        largest = largest_magnitude(values)
         if largest > self._max_abs:
             raise ValueError(f"a weight of magnitude {largest:.3g} exceeds max_abs_weight={self._max_abs:g}")
         if self._max_norm:
@@ -256,13 +261,12 @@ class HorizontalFedAvgJob:
         deadline = time.monotonic() + self.spec.round_timeout_s
         while True:
             self.ctx.check_cancelled()
-            holders = [p for p in self.ctx.registry.online_holding(self.spec.dataset) if p.party_id not in excluded]
+            candidates = [p for p in self.ctx.registry.parties()  # one snapshot: online and offline agree
+                          if p.party_id not in excluded and any(d.name == self.spec.dataset for d in p.datasets)]
+            holders = [p for p in candidates if p.online]
             if len(holders) >= needed:
                 return holders
-            offline = sorted(
-                p.party_id for p in self.ctx.registry.parties()
-                if not p.online and p.party_id not in excluded and any(d.name == self.spec.dataset for d in p.datasets)
-            )
+            offline = [p.party_id for p in candidates if not p.online]
             shortfall = (
                 f"{len(holders)} of the min_parties={needed} parties holding dataset {self.spec.dataset!r} are online "
                 f"({', '.join(p.party_id for p in holders) or 'none'})"
@@ -480,7 +484,7 @@ class HorizontalFedAvgJob:
         for array in weights:
             if not np.isfinite(array).all():
                 raise JobFailed(f"round {round_number}: the aggregated model is not finite; it was not committed")
-            if array.size and max(float(array.max()), -float(array.min())) > self.spec.max_abs_weight:
+            if largest_magnitude(array) > self.spec.max_abs_weight:
                 raise JobFailed(f"round {round_number}: the aggregated model has a weight beyond "
                                 f"max_abs_weight={self.spec.max_abs_weight:g}; it was not committed")
 
