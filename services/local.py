@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,11 +32,25 @@ from fedsuite.client import CoordinatorAdmin
 STARTUP_TIMEOUT_S = 30.0
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel handed out for binding to port 0 can be
+# taken by any outgoing connection's source port before the node binds it; these cannot.
+_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port the kernel considers free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on 127.0.0.1 right now, outside the ephemeral range, not handed out before by this process."""
+    for port in random.sample(_PORTS, 200):
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port on 127.0.0.1 in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 @dataclass

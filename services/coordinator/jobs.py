@@ -26,6 +26,8 @@ from fedsuite.coordinator.vertical import VerticalJob
 
 log = telemetry.get_logger()
 
+WIND_DOWN_S = 10.0  # how long ResumeJob waits for a just-failed job's thread to close its calls
+
 
 class JobStateError(RuntimeError):
     """The job is in a state that does not allow the request (FAILED_PRECONDITION)."""
@@ -95,6 +97,8 @@ class JobManager:
             raise JobStateError(f"job {job_id} is {pb.JobState.Name(job.state)}; only a failed job can be resumed")
         check_runnable(job.spec, self._registry.parties())
         thread = self._threads.get(job_id)
+        if thread is not None:
+            thread.join(WIND_DOWN_S)  # a failed job's thread may still be closing its streams
         if thread is not None and thread.is_alive():
             raise JobStateError(f"job {job_id} is still winding down; resume it in a moment")
         where = f"after round {job.current_round}" if job.spec.HasField("horizontal") else "from the start"
