@@ -25,7 +25,7 @@ from fedcore.config import ENV_PREFIX, ConfigError, ListenError, load_config
 from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.rpc import error_text, limit_malloc_arenas, wait_for_termination
-from fedcore.tls import TlsFiles, check_identity, init_pki
+from fedcore.tls import TlsFiles, check_identity, handshake_refusal, init_pki
 
 from fedsuite import jobview
 from fedsuite.client import CoordinatorAdmin
@@ -114,7 +114,8 @@ def _admin(args: argparse.Namespace) -> CoordinatorAdmin:
         raise ConfigError(f"no certificate {tls.cert}; run `fedsuite certs init {args.certs} ...` or set --certs")
     if tls is not None:
         check_identity(tls, args.identity, "admin", setting="--identity")
-    return CoordinatorAdmin(args.coordinator, tls, timeout_s=args.timeout, name=args.identity)
+    return CoordinatorAdmin(args.coordinator, tls, timeout_s=args.timeout, name=args.identity,
+                            coordinator_id=args.coordinator_id)
 
 
 def _fate_party(text: str) -> tuple[str, str]:
@@ -287,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--coordinator", default=os.environ.get("FEDSUITE_CLI_COORDINATOR", "127.0.0.1:50051"),
                         metavar="HOST:PORT", help="the coordinator's address (default 127.0.0.1:50051)")
+    client.add_argument("--coordinator-id", default=os.environ.get("FEDSUITE_CLI_COORDINATOR_ID", "coordinator"),
+                        help="the coordinator's node id, which its certificate must name (default: coordinator)")
     client.add_argument("--certs", default=os.environ.get("FEDSUITE_CLI_CERTS", "certs"), help="directory of ca.pem and NAME.pem/.key")
     client.add_argument("--identity", default=os.environ.get("FEDSUITE_CLI_IDENTITY", "admin"), help="certificate name to use")
     client.add_argument("--insecure", action="store_true", help="plaintext gRPC, development only")
@@ -370,8 +373,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fedsuite: interrupted", file=sys.stderr)
         return 130
     except grpc.RpcError as err:
-        print(f"fedsuite: {error_text(err)}", file=sys.stderr)
+        print(f"fedsuite: {_explained(args, err)}", file=sys.stderr)
         return 1
+
+
+def _explained(args: argparse.Namespace, err: grpc.RpcError) -> str:
+    """An UNAVAILABLE that is a TLS refusal (a wrong CA, or a coordinator whose certificate does not name
+    --coordinator-id), said as one: gRPC itself only reports that it failed to connect."""
+    text = error_text(err)
+    if err.code() != grpc.StatusCode.UNAVAILABLE or getattr(args, "insecure", True) or not hasattr(args, "coordinator_id"):
+        return text
+    refusal = handshake_refusal(args.coordinator, TlsFiles.in_dir(args.certs, args.identity), args.timeout,
+                                peer=args.coordinator_id)
+    return text if refusal is None else f"{refusal} (is --coordinator-id {args.coordinator_id} the coordinator's node id?)"
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ class DownloadedModel:
 class CoordinatorAdmin:
     """Admin calls: jobs and parties."""
 
-    def __init__(self, target: str, tls: TlsFiles | None, timeout_s: float = 10.0, name: str = "admin") -> None:
-        self._channel = make_channel(target, tls, Identity(name, "admin"))
+    def __init__(self, target: str, tls: TlsFiles | None, timeout_s: float = 10.0, name: str = "admin",
+                 coordinator_id: str = "coordinator") -> None:
+        # the server must be the coordinator by certificate, whatever address reaches it (an IP needs no SAN)
+        self._channel = make_channel(target, tls, Identity(name, "admin"), peer=coordinator_id)
         self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
         self.timeout_s = timeout_s
 

@@ -53,6 +53,18 @@ def free_port() -> int:
     raise RuntimeError(f"no free port on 127.0.0.1 in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a node runs when not on this host's loopback: a network namespace and its address there."""
+
+    netns: str
+    address: str
+
+    @property
+    def command_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns]
+
+
 @dataclass
 class NodeProcess:
     """One service process and where it writes its logs."""
@@ -64,10 +76,11 @@ class NodeProcess:
     metrics_port: int
     log_path: Path
     process: subprocess.Popen[bytes]
+    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -98,6 +111,8 @@ class LocalFederation:
     startup_timeout_s: float = STARTUP_TIMEOUT_S
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
     coordinator_address: str = ""
+    placement: dict[str, Placement] = field(default_factory=dict)
+    """Nodes run in a network namespace (partition tests); every other node runs on 127.0.0.1."""
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -123,10 +138,12 @@ class LocalFederation:
     def _start(self, name: str, kind: str, values: dict[str, Any], env: dict[str, str] | None = None) -> NodeProcess:
         port = free_port()
         metrics_port = free_port()
-        values = {"node_id": name, "listen": f"127.0.0.1:{port}", "metrics_listen": f"127.0.0.1:{metrics_port}", **values}
+        placed = self.placement.get(name)
+        host = placed.address if placed else "127.0.0.1"
+        values = {"node_id": name, "listen": f"{host}:{port}", "metrics_listen": f"{host}:{metrics_port}", **values}
         config = self._write_config(name, values)
         log_path = self.workdir / "logs" / f"{name}.log"
-        command = [sys.executable, "-m", "fedsuite.cli", kind, "--config", str(config)]
+        command = [*(placed.command_prefix if placed else []), sys.executable, "-m", "fedsuite.cli", kind, "--config", str(config)]
         if self.insecure:
             command.append("--insecure")
         # With gRPC's handshaker trace set from the start, a service need not run itself again to get it (logrelay).
@@ -135,13 +152,17 @@ class LocalFederation:
                 command, stdout=log, stderr=subprocess.STDOUT, env={**service_environment(os.environ), **(env or {})},
                 start_new_session=True,
             )
-        node = NodeProcess(name, kind, config, port, metrics_port, log_path, process)
+        node = NodeProcess(name, kind, config, port, metrics_port, log_path, process, host)
         self.nodes[name] = node
         self.wait_serving(node)
         return node
 
     def wait_serving(self, node: NodeProcess) -> None:
-        """Poll the node's gRPC health service until SERVING; raise with its log tail if it dies."""
+        """Poll the node's gRPC health service until SERVING; raise with its log tail if it dies.
+        A node in a network namespace is not reachable from here: its log's ``serving`` line is the signal."""
+        if node.name in self.placement:
+            self._wait_logged_serving(node)
+            return
         timeout_s = self.startup_timeout_s
         deadline = time.monotonic() + timeout_s
         channel = make_channel(node.address, self.tls("admin"), Identity("admin", "admin"))
@@ -160,6 +181,20 @@ class LocalFederation:
             raise TimeoutError(f"{node.name} not serving after {timeout_s}s:\n{self.log_tail(node.name)}")
         finally:
             channel.close()
+
+    def _wait_logged_serving(self, node: NodeProcess) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if not node.alive():
+                raise RuntimeError(f"{node.name} exited with {node.process.returncode}:\n{self.log_tail(node.name)}")
+            if any(json.loads(line).get("event") == "serving" for line in self._json_lines(node.log_path)):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{node.name} not serving after {self.startup_timeout_s}s:\n{self.log_tail(node.name)}")
+
+    @staticmethod
+    def _json_lines(path: Path) -> list[str]:
+        return [line for line in path.read_text(errors="replace").splitlines() if line.startswith("{")]
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.workdir / "logs" / f"{name}.log"
@@ -181,15 +216,14 @@ class LocalFederation:
             command = list(old.process.args)  # type: ignore[arg-type]
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=service_environment(os.environ),
                                        start_new_session=True)
-        node = NodeProcess(old.name, old.kind, old.config_path, old.port, old.metrics_port, old.log_path, process)
+        node = NodeProcess(old.name, old.kind, old.config_path, old.port, old.metrics_port, old.log_path, process, old.host)
         self.nodes[name] = node
         self.wait_serving(node)
         return node
 
     def registrations(self, party: str) -> int:
         """How many times the party's processes registered with the coordinator (their JSON log says)."""
-        lines = self.nodes[party].log_path.read_text(errors="replace").splitlines()
-        return sum(1 for line in lines if line.startswith("{") and json.loads(line).get("event") == "registered")
+        return sum(1 for line in self._json_lines(self.nodes[party].log_path) if json.loads(line).get("event") == "registered")
 
     def restart_party(self, party: str, timeout_s: float = STARTUP_TIMEOUT_S) -> NodeProcess:
         """Start a (killed) party again and wait until its new process has registered."""

@@ -97,3 +97,16 @@ def test_a_directory_as_job_file_is_one_sentence(tmp_path: Path) -> None:
     assert submitted.returncode == 2
     assert submitted.stderr == f"fedsuite: {tmp_path / 'jobs'}: is a directory\n"
     assert submitted.stdout == ""
+
+
+def test_a_coordinator_id_its_certificate_does_not_name_is_one_sentence(federation: LocalFederation) -> None:
+    """The CLI checks the server is the coordinator by name; a wrong --coordinator-id says so, not 'failed to connect'."""
+    federation.start_coordinator()
+    client = ["--coordinator", federation.coordinator_address, "--certs", str(federation.certs), "--timeout", "3"]
+    right = subprocess.run([sys.executable, "-m", "fedsuite.cli", "parties", *client], capture_output=True, text=True,
+                           timeout=30)
+    wrong = subprocess.run([sys.executable, "-m", "fedsuite.cli", "parties", *client, "--coordinator-id", "party-a"],
+                           capture_output=True, text=True, timeout=30)
+    assert right.returncode == 0, right.stderr
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert "fails verification" in wrong.stderr and "--coordinator-id party-a" in wrong.stderr, wrong.stderr
