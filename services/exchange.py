@@ -9,7 +9,6 @@ algorithm's ``ctx.get`` finds them.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,8 +21,6 @@ from fedcore.rpc import abort, peer_identity
 
 MAX_MESSAGE_BYTES = 1 << 30
 """Largest single federation message (1 GiB): bounds what a peer can make us buffer."""
-JOB_WAIT_S = 10.0
-"""A peer may send before this node's own task has started; wait this long for it."""
 
 POLICY = {"/fedsuite.v1.Federation/Exchange": frozenset({"party", "arbiter"})}
 
@@ -33,31 +30,27 @@ class ActiveJobs:
     """Exchange ids of the vertical jobs running on this node, with their participants."""
 
     _participants: dict[str, frozenset[str]] = field(default_factory=dict)
-    _changed: threading.Condition = field(default_factory=threading.Condition)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def open(self, exchange_id: str, participants: frozenset[str]) -> None:
-        with self._changed:
+        with self._lock:
             self._participants[exchange_id] = participants
-            self._changed.notify_all()
 
     def close(self, exchange_id: str) -> None:
-        with self._changed:
+        with self._lock:
             self._participants.pop(exchange_id, None)
 
     def running(self) -> list[str]:
         """Exchange ids of the jobs open here now."""
-        with self._changed:
+        with self._lock:
             return sorted(self._participants)
 
-    def participants(self, exchange_id: str, wait_s: float) -> frozenset[str] | None:
-        deadline = time.monotonic() + wait_s
-        with self._changed:
-            while exchange_id not in self._participants:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._changed.wait(remaining)
-            return self._participants[exchange_id]
+    def participants(self, exchange_id: str) -> frozenset[str] | None:
+        """The job's participants, or None if it is not open here now. Never waits: a call for a job
+        that is not open gives its worker thread back at once (a peer that sent before this node's
+        task started retries, within its step deadline: fedcore.federation.grpc_transport)."""
+        with self._lock:
+            return self._participants.get(exchange_id)
 
 
 class FederationServicer(vertical_pb2_grpc.FederationServicer):
@@ -74,9 +67,9 @@ class FederationServicer(vertical_pb2_grpc.FederationServicer):
         first = next(request_iterator, None)
         if first is None:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "empty exchange stream")
-        participants = self._jobs.participants(first.job_id, JOB_WAIT_S)
+        participants = self._jobs.participants(first.job_id)
         if participants is None:
-            abort(context, grpc.StatusCode.NOT_FOUND, f"no vertical job {first.job_id!r} is running here")
+            abort(context, grpc.StatusCode.NOT_FOUND, f"no vertical job {first.job_id!r} is open here")
         elif sender not in participants:
             abort(context, grpc.StatusCode.PERMISSION_DENIED, f"{sender} is not a participant of job {first.job_id}")
         if first.total_bytes > MAX_MESSAGE_BYTES:

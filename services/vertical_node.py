@@ -74,7 +74,7 @@ class VerticalNode:
         timeout_s = task.step_timeout_s or DEFAULT_STEP_TIMEOUT_S
         cancelled = threading.Event()
         call.add_callback(cancelled.set)
-        transport = GrpcTransport(self._channels, task.peers, timeout_s)
+        transport = GrpcTransport(self._channels, task.peers, timeout_s, cancelled)
         self._jobs.open(task.job_id, participants)
         try:
             yield FederationContext(task.job_id, self.node_id, transport, self._mailbox, timeout_s, cancelled)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,10 +25,11 @@ from sklearn.preprocessing import StandardScaler
 from fedcore.data import DatasetConfig
 from fedcore.crypto.paillier import generate_keypair
 from fedcore.federation.codec import FRAME_PREFIX, Kind, encode, key_fingerprint
-from fedcore.federation.grpc_transport import exchange_chunks
+from fedcore.federation import PeerUnavailable
+from fedcore.federation.grpc_transport import GrpcTransport, exchange_chunks
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.proto import vertical_pb2, vertical_pb2_grpc
-from fedcore.rpc import make_channel
+from fedcore.rpc import ChannelPool, Identity, make_channel
 
 from fedsuite.arbiter import Arbiter, ArbiterConfig
 from fedsuite.client import CoordinatorAdmin
@@ -243,6 +245,31 @@ def test_exchange_refuses_strangers_unknown_jobs_and_malformed_streams(pki: Path
     with pytest.raises(grpc.RpcError) as caught:
         exchange(pki, HOSTS[0], guest_port, list(exchange_chunks("job-x", "t", payload)))
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS  # type: ignore[attr-defined]
+
+
+def test_a_message_sent_before_its_job_opens_at_the_receiver_is_retried_within_the_step_timeout(
+    pki: Path, nodes: Nodes,
+) -> None:
+    """The receiver refuses a job it has not opened at once (no worker waits for it); the sender retries
+    NOT_FOUND within its deadline, so a task that starts a moment late still gets its message."""
+    guest = nodes.parties[GUEST]
+    channels = ChannelPool(tls(pki, HOSTS[0]), Identity(HOSTS[0], "party"))
+    transport = GrpcTransport(channels, {GUEST: f"127.0.0.1:{guest.port}"}, timeout_s=3.0)
+    payload = encode([1, 2, 3])
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as caught:
+        exchange(pki, HOSTS[0], guest.port, list(exchange_chunks("late-job", "t", payload)))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() - started < 1.0  # type: ignore[attr-defined]
+    opener = threading.Timer(0.5, guest.vertical.active_jobs.open, ("late-job", frozenset({HOSTS[0]})))
+    opener.start()
+    transport.send("late-job", "t", HOSTS[0], GUEST, payload)
+    opener.join()
+    assert guest.vertical.mailbox.take("late-job", "t", HOSTS[0], 1.0) == payload
+    started = time.monotonic()
+    with pytest.raises(PeerUnavailable, match="NOT_FOUND: no vertical job 'never-opened' is open here"):
+        transport.send("never-opened", "t", HOSTS[0], GUEST, payload)
+    assert 2.0 < time.monotonic() - started < 4.0  # gave up at its deadline, not before and not long after
+    channels.close()
 
 
 def _wrong_key(frame: bytes) -> bytes:
