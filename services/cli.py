@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedcore import logrelay, telemetry
-from fedcore.audit import Anchor, certificate_keys, file_anchor
+from fedcore.audit import Anchor, certificate_keys, file_anchor, read_witness
 from fedcore.audit import verify as verify_audit
 from fedcore.config import ENV_PREFIX, ConfigError, ListenError, load_config
 from fedcore.proto import common_pb2
@@ -246,12 +246,16 @@ def _audit_verify(args: argparse.Namespace) -> int:
     try:
         anchor = (Anchor(db.name, store.audit_head, store.save_audit_head) if store
                   else file_anchor(args.file) if Path(f"{args.file}.head").exists() else None)
-        count, last = verify_audit(args.file, certificate_keys(args.cert) if args.cert else None, anchor)
+        sightings = [seen for path in args.witness for seen in read_witness(path)]
+        count, last = verify_audit(args.file, certificate_keys(args.cert) if args.cert else None, anchor, sightings)
     finally:
         if store:
             store.close()
     checks = ["chain intact", f"head matches {anchor.name}" if anchor else "no anchor found (give --state-dir)",
               "every record signed by " + ", ".join(args.cert) if args.cert else "signatures not checked (give --cert)"]
+    if args.witness:
+        witnesses = sorted({seen.witness for seen in sightings})
+        checks.append(f"holds all {len(sightings)} heads {', '.join(witnesses) or 'the witnesses'} saw")
     console.print(f"{args.file}: {count} records, {'; '.join(checks)}; last hash {last}")
     return 0
 
@@ -342,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--cert", action="append", default=[],
                        help="PEM certificate of the node that signed the log (repeatable, for earlier keys)")
     check.add_argument("--state-dir", help="coordinator state_dir holding the anchor (default: FILE's directory; else FILE.head, the arbiter's)")
+    check.add_argument("--witness", action="append", default=[], metavar="HEADS",
+                       help="a party's coordinator-audit-heads.jsonl (repeatable): the log must still hold every "
+                            "head the coordinator showed that party")
     check.set_defaults(func=_audit_verify)
 
     data = commands.add_parser("data", help="write the demo's CSVs (breast cancer, split as the demo splits it)")

@@ -12,7 +12,12 @@ there. A chain alone can be cut short or rewritten from scratch, so two more thi
   recomputed fails its signature at that line, and no one without the key can append;
 * the head (record count and last hash) is saved in an anchor the log does not hold (the
   coordinator's SQLite store, the arbiter's ``LOG.head``), after the record is fsynced. A log shorter than its anchor,
-  or whose record at the anchored count has another hash, was cut short or re-chained.
+  or whose record at the anchored count has another hash, was cut short or re-chained;
+* an operator with the file and its anchor can still restore both from an earlier copy. So
+  the coordinator hands its head to every party with each registration and heartbeat, and
+  each party keeps what it was shown in a :class:`WitnessFile` on its own disk: a log that
+  lacks a witnessed record, or holds another one at that position, fails ``verify`` with
+  the party and the time it saw the head, and the party itself reports a head that went back.
 
 A crash mid-write leaves a final line without its newline (never acknowledged: the fsync
 had not returned); opening the log drops it, fsyncs, and records what was dropped.
@@ -124,19 +129,24 @@ def file_anchor(log_path: str | Path) -> Anchor:
             raise AuditError(f"{path}: not an audit head ({err})") from None
 
     def save(count: int, last: str) -> None:
-        temp = path.with_suffix(".tmp")
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps({"count": count, "hash": last}))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _replace_durably(path, json.dumps({"count": count, "hash": last}))
 
     return Anchor(path.name, load, save)
+
+
+def _replace_durably(path: Path, text: str) -> None:
+    """``path`` now holds ``text``, whole or not at all, even across a crash (write, fsync, rename, fsync dir)."""
+    temp = path.with_suffix(".tmp")
+    with open(temp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _lines(path: Path) -> Iterator[bytes]:
@@ -155,8 +165,9 @@ class _Scan:
 
 
 def _scan(path: Path, keys: Mapping[str, PublicKey] | None, anchor: Anchor | None,
-          every_signature: bool) -> _Scan:
-    """Check the chain, sequence numbers, signatures and anchor; AuditError names the first bad line.
+          every_signature: bool, witnessed: Mapping[int, Sighting] | None = None) -> _Scan:
+    """Check the chain, sequence numbers, signatures, anchor and ``witnessed`` heads (by record
+    number); AuditError names the first bad line.
 
     With ``every_signature`` False (a service at start) only the last record's signature is
     checked, and the one before a break: the chain ties every other record to it.
@@ -203,6 +214,10 @@ def _scan(path: Path, keys: Mapping[str, PublicKey] | None, anchor: Anchor | Non
         if head and number == head[0] and claimed != head[1]:
             raise AuditError(f"{path}:{number}: this is not the record {where} anchors"
                              f" as line {number} (the log was re-chained from here or earlier)")
+        seen = (witnessed or {}).get(number)
+        if seen is not None and claimed != seen.hash:
+            raise AuditError(f"{path}:{number}: this is not the record {seen.described()}"
+                             " (the log and its anchor were rewritten or restored from an earlier copy)")
         previous, count, whole = claimed, number, whole + len(line)
     if checked and not every_signature:
         check_signature(*checked)
@@ -213,20 +228,99 @@ def _scan(path: Path, keys: Mapping[str, PublicKey] | None, anchor: Anchor | Non
         gone = f"line {head[0]} was" if head[0] == count + 1 else f"lines {count + 1}-{head[0]} were"
         raise AuditError(f"{path}:{count + 1}: the log ends after {count} records but {where}"
                          f" anchors {head[0]}: {gone} removed")
+    beyond = [seen for number, seen in (witnessed or {}).items() if number > count]
+    if beyond:
+        last = max(beyond, key=lambda seen: seen.records)
+        raise AuditError(f"{path}:{count + 1}: the log ends after {count} records but {last.witness} saw "
+                         f"{last.records} at {last.when()}: it was cut short, with its anchor, or restored from an earlier copy")
     return _Scan(count, previous, whole, torn)
 
 
 def verify(path: str | Path, keys: Mapping[str, PublicKey] | None = None,
-           anchor: Anchor | None = None) -> Head:
+           anchor: Anchor | None = None, witnesses: Iterable[Sighting] = ()) -> Head:
     """(number of records, last hash) of a whole log; AuditError names the first bad line.
 
-    ``keys`` (from :func:`certificate_keys`) checks every signature; ``anchor`` the head.
+    ``keys`` (from :func:`certificate_keys`) checks every signature; ``anchor`` the head;
+    ``witnesses`` (from :func:`read_witness`) that the log holds every head others were shown.
     """
-    scan = _scan(Path(path), keys, anchor, every_signature=True)
+    witnessed: dict[int, Sighting] = {}
+    for seen in witnesses:
+        if seen.records:
+            witnessed.setdefault(seen.records, seen)
+    scan = _scan(Path(path), keys, anchor, every_signature=True, witnessed=witnessed)
     if scan.torn_bytes:
         raise AuditError(f"{path}:{scan.count + 1}: the last line is torn ({scan.torn_bytes} bytes without a"
                          " newline, a crash mid-write); the service drops and records it when it starts")
     return scan.count, scan.last
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A head of another node's log, as ``witness`` was shown it at ``time`` (Unix seconds)."""
+
+    witness: str
+    records: int
+    hash: str
+    time: float
+
+    def when(self) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.time))
+
+    def described(self) -> str:
+        return f"{self.witness} saw as record {self.records} at {self.when()} (hash {self.hash[:16]}...)"
+
+
+def read_witness(path: str | Path) -> list[Sighting]:
+    """The heads a :class:`WitnessFile` kept, oldest first; AuditError if the file is not one."""
+    sightings = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            sightings.append(Sighting(str(entry["witness"]), int(entry["records"]), str(entry["hash"]),
+                                      float(entry["time"])))
+        except (ValueError, KeyError, TypeError) as err:
+            raise AuditError(f"{path}:{number}: not a witnessed audit head ({err})") from None
+    return sightings
+
+
+class WitnessFile:
+    """The head of another node's audit log as this node was last shown it, kept on this node's disk.
+
+    The latest head is enough: each record's hash covers every record before it, so a log
+    that still holds the latest witnessed record at its position holds the whole history
+    the witness saw. A head that went back (fewer records than the one seen before, or the
+    same number with another hash) is reported by ``observe`` once, and the head it
+    contradicts stays in the file for good, as evidence (``verify`` then fails on it).
+    The file is rewritten atomically when the head changes: a few lines, whatever the log's size.
+    """
+
+    def __init__(self, path: str | Path, witness: str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._witness = witness
+        self._lock = threading.Lock()
+        kept = read_witness(self.path) if self.path.exists() else []
+        self._evidence, self._last = kept[:-1], (kept[-1] if kept else None)
+
+    def observe(self, records: int, digest: str) -> str | None:
+        """Take a head the other node sent; a sentence if it went back from the one seen before, else None."""
+        with self._lock:
+            last = self._last
+            if last is not None and (records, digest) == (last.records, last.hash):
+                return None
+            problem = None
+            if last is not None and records <= last.records:
+                change = "has fewer records" if records < last.records else "holds another last record"
+                problem = (f"the audit log now {change} ({records}, hash {digest[:16]}...) than the one "
+                           f"{last.described()}: it was cut short or restored from an earlier copy")
+                self._evidence.append(last)
+            self._last = Sighting(self._witness, records, digest, time.time())
+            _replace_durably(self.path, "".join(
+                json.dumps({"witness": seen.witness, "records": seen.records, "hash": seen.hash,
+                            "time": round(seen.time, 3)}) + "\n" for seen in [*self._evidence, self._last]))
+            return problem
 
 
 class AuditLog:
@@ -257,6 +351,11 @@ class AuditLog:
             self.record("audit_torn_line_dropped", line=scan.count + 1, bytes_dropped=scan.torn_bytes)
         elif anchor is not None and self._count and anchor.load() != (self._count, self._last):
             anchor.save(self._count, self._last)  # records fsynced before a crash stopped the anchor update
+
+    def head(self) -> Head:
+        """(records, last hash) now: what the coordinator shows the parties (empty log: (0, ""))."""
+        with self._lock:
+            return (self._count, self._last) if self._count else (0, "")
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append one record (``event`` and JSON-able ``fields``) and return it with its hash."""

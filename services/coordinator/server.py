@@ -41,7 +41,8 @@ class Coordinator:
                                       reserved={config.arbiter: config.arbiter_id} if arbiter else {})
         self.jobs = JobManager(self.store, checkpoints, self.registry, PartyClient(self._channels),
                                config.call_timeout_s, arbiter, self.audit)
-        servicer = CoordinatorServicer(self.registry, self.jobs, checkpoints, config.heartbeat_interval_s, tls is None)
+        servicer = CoordinatorServicer(self.registry, self.jobs, checkpoints, config.heartbeat_interval_s, tls is None,
+                                       self.audit.head)
 
         self.server: Server = make_server(
             config.listen, tls, POLICY,

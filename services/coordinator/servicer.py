@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
 from fedcore import tensors
+from fedcore.audit import Head
 from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.proto import coordinator_pb2_grpc
@@ -66,8 +67,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     """Thin: every method checks its input and calls the registry or the job manager."""
 
     def __init__(self, registry: PartyRegistry, jobs: JobManager, checkpoints: CheckpointStore,
-                 heartbeat_interval_s: float, insecure: bool) -> None:
+                 heartbeat_interval_s: float, insecure: bool, audit_head: Callable[[], Head]) -> None:
         self._registry = registry
+        self._audit_head = audit_head
         self._jobs = jobs
         self._checkpoints = checkpoints
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -94,7 +96,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             )
         except AddressTaken as err:
             abort(context, grpc.StatusCode.ALREADY_EXISTS, str(err))
-        return pb.RegisterPartyResponse(heartbeat_interval_s=self._heartbeat_interval_s)
+        return pb.RegisterPartyResponse(heartbeat_interval_s=self._heartbeat_interval_s, audit_head=self._head())
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
         self._caller_is(context, request.party_id)
@@ -102,7 +104,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             self._registry.heartbeat(request.party_id)
         except UnknownParty:
             abort(context, grpc.StatusCode.NOT_FOUND, f"party {request.party_id!r} is not registered; call RegisterParty")
-        return pb.HeartbeatResponse(known=True)
+        return pb.HeartbeatResponse(known=True, audit_head=self._head())
+
+    def _head(self) -> common_pb2.AuditHead:
+        records, digest = self._audit_head()
+        return common_pb2.AuditHead(records=records, hash=digest)
 
     def ListParties(self, request: pb.ListPartiesRequest, context: grpc.ServicerContext) -> pb.ListPartiesResponse:
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:

@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 
 from fedcore import telemetry
+from fedcore.audit import WitnessFile
 from fedcore.proto import common_pb2, coordinator_pb2 as cpb, coordinator_pb2_grpc, party_pb2_grpc
 from fedcore.rpc import ChannelPool, Server, error_text, make_server, service
 from fedcore.tls import Identity, handshake_refusal
@@ -25,6 +26,7 @@ from fedsuite.vertical_node import VerticalEndpoint
 ROLES = {"guest": common_pb2.PARTY_ROLE_GUEST, "host": common_pb2.PARTY_ROLE_HOST}
 log = telemetry.get_logger()
 
+WITNESS_FILE = "coordinator-audit-heads.jsonl"
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
 """Backoff between attempts while the coordinator is unreachable: doubling, capped."""
 
@@ -55,6 +57,8 @@ class Party:
         self.vertical = VerticalEndpoint(config.node_id, self._channels, insecure)
         work = LocalWork(self.catalog)
         state = (base_dir / config.state_dir / config.node_id).resolve()
+        self.witness = WitnessFile(state / WITNESS_FILE, config.node_id)
+        """The coordinator's audit heads as we were shown them: evidence its log cannot take back."""
         vertical = VerticalParty(work, ModelStore(state / "models", config.node_id), state / "scores")
         servicer = PartyServicer(work, config.node_id, vertical, self.vertical.node)
         self.server: Server = make_server(
@@ -98,8 +102,10 @@ class Party:
                     interval = reply.heartbeat_interval_s or interval
                     self.registered.set()
                     log.info("registered", coordinator=self._config.coordinator, address=self.address)
+                    self._witness(reply.audit_head)
                 else:
-                    stub.Heartbeat(cpb.HeartbeatRequest(party_id=self._config.node_id), timeout=timeout)
+                    beat = stub.Heartbeat(cpb.HeartbeatRequest(party_id=self._config.node_id), timeout=timeout)
+                    self._witness(beat.audit_head)
                 retry_s = RETRY_FIRST_S
                 wait_s = interval
             except grpc.RpcError as err:
@@ -117,6 +123,12 @@ class Party:
                 log.warning("coordinator_unreachable", reason=error_text(err), retry_in_s=retry_s)
                 wait_s, retry_s = retry_s, min(retry_s * 2, RETRY_MAX_S)
             self._stopping.wait(wait_s)
+
+    def _witness(self, head: common_pb2.AuditHead) -> None:
+        problem = self.witness.observe(head.records, head.hash)
+        if problem is not None:
+            log.error("coordinator_audit_went_back", coordinator=self._config.coordinator, reason=problem,
+                      witness_file=str(self.witness.path))
 
     def _unfixable(self, err: grpc.RpcError) -> str | None:
         """What to fix when the coordinator's refusal cannot end by retrying; None for a transient failure."""

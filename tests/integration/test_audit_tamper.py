@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,47 @@ def test_a_tampered_log_stops_the_coordinator_and_a_torn_line_does_not(
     assert federation.nodes["coordinator"].stop() == 0
     assert audit_verify(federation).returncode == 0
 
+
+
+def test_a_log_restored_together_with_its_anchor_is_caught_by_what_the_parties_witnessed(
+        federation: LocalFederation, breast_dir: Path) -> None:
+    """Log and store rolled back as one (an earlier backup of the state dir): consistent with each other, so
+    only the heads the parties were shown can tell; `audit verify --witness` and the parties themselves do."""
+    federation.start_coordinator()
+    start_parties(federation, breast_dir)
+    with federation.admin() as admin:
+        assert admin.wait(admin.submit(job(rounds=2)), 120).state == pb.JOB_STATE_SUCCEEDED
+    assert federation.nodes["coordinator"].stop() == 0
+    state, backup = federation.workdir / "state", federation.workdir / "state-backup"
+    shutil.copytree(state, backup)
+    federation.restart("coordinator")  # the parties' heartbeats show them the head, soon beyond the backup
+    with federation.admin() as admin:
+        assert admin.wait(admin.submit(job(rounds=2)), 120).state == pb.JOB_STATE_SUCCEEDED
+    time.sleep(1.5)  # a heartbeat (every 0.5 s) after the job's last record
+    assert federation.nodes["coordinator"].stop() == 0
+    shutil.rmtree(state)
+    shutil.copytree(backup, state)  # the rollback: audit.log and coordinator.db from the same earlier moment
+
+    assert audit_verify(federation).returncode == 0  # the log agrees with its own anchor
+    heads = federation.workdir / "party-state" / "party-a" / "coordinator-audit-heads.jsonl"
+    checked = subprocess.run([*audit_verify(federation).args, "--witness", str(heads)],
+                             capture_output=True, text=True, timeout=60, check=False)
+    count = len((state / "audit.log").read_text().splitlines())
+    assert checked.returncode == 2, checked.stdout
+    assert f"audit.log:{count + 1}: the log ends after {count} records but party-a saw" in checked.stderr, checked.stderr
+    assert "cut short, with its anchor, or restored from an earlier copy" in checked.stderr
+
+    # restarted on the restored state, the coordinator shows the parties a head that went back: each says so
+    federation.restart("coordinator")
+    deadline = time.monotonic() + 30
+    while not _logged(federation, "party-a", "coordinator_audit_went_back"):
+        assert time.monotonic() < deadline, federation.log_tail("party-a")
+        time.sleep(0.2)
+    [report] = _logged(federation, "party-a", "coordinator_audit_went_back")
+    assert "the audit log now has fewer records" in report["reason"] and "party-a saw as record" in report["reason"]
+
+
+def _logged(federation: LocalFederation, node: str, event: str) -> list[dict[str, object]]:
+    lines = federation.nodes[node].log_path.read_text(errors="replace").splitlines()
+    return [record for record in map(json.loads, filter(lambda line: line.startswith("{"), lines))
+            if record.get("event") == event]

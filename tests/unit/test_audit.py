@@ -13,7 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fedcore.audit import GENESIS, Anchor, AuditError, AuditLog, RefusalRecorder, Signer, file_anchor, verify
+from fedcore.audit import (
+    GENESIS, Anchor, AuditError, AuditLog, RefusalRecorder, Signer, WitnessFile, file_anchor, read_witness, verify,
+)
 from fedcore.tls import init_pki
 
 from fedsuite.coordinator.store import SqliteStore
@@ -86,10 +88,11 @@ def rechain(lines: list[str], start: int) -> list[str]:
     for i in range(start, len(lines)):
         record = json.loads(lines[i])
         record.pop("hash")
-        signature = record.pop("sig")
+        signature = record.pop("sig", None)
         record["prev"] = previous
         previous = record["hash"] = _hash(record)
-        record["sig"] = signature
+        if signature is not None:
+            record["sig"] = signature
         lines[i] = json.dumps(record, sort_keys=True)
     return lines
 
@@ -229,3 +232,46 @@ def test_refusals_past_a_callers_share_are_summarised_when_its_window_ends(tmp_p
         ("calls_refused_summary", "party-x", {"/a": 2, "/b": 1}), ("call_refused", "party-x", None),
     ]
     assert verify(log.path)[0] == 5
+
+
+def test_a_witness_keeps_the_latest_head_and_for_good_the_one_a_later_head_went_back_from(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log")
+    witness = WitnessFile(tmp_path / "heads.jsonl", "party-a")
+    for i in range(5):
+        log.record("round_committed", round=i)
+        assert witness.observe(*log.head()) is None
+    assert [(s.records, s.hash) for s in read_witness(witness.path)] == [log.head()]  # one line, not one per head
+    assert witness.observe(*log.head()) is None
+    went_back = witness.observe(3, "ab" * 32)
+    assert went_back is not None and "now has fewer records (3," in went_back and "party-a saw as record 5" in went_back
+    reopened = WitnessFile(witness.path, "party-a")  # a restarted party compares with what it saw last
+    assert reopened.observe(3, "ab" * 32) is None
+    rewritten = reopened.observe(3, "cd" * 32)
+    assert rewritten is not None and "holds another last record" in rewritten
+    assert [s.records for s in read_witness(witness.path)] == [5, 3, 3]  # the evidence stays
+
+
+def test_verify_checks_the_log_still_holds_every_witnessed_head(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log")
+    witness = WitnessFile(tmp_path / "heads.jsonl", "party-a")
+    for i in range(6):
+        log.record("round_committed", round=i)
+        if i == 3:
+            witness.observe(*log.head())
+    lines = log.path.read_text().splitlines()
+    assert verify(log.path, witnesses=read_witness(witness.path)) == log.head()
+    # record 3 edited and everything after it re-chained: the file agrees with itself (and could with an anchor)
+    record = json.loads(lines[2])
+    record["round"] = 99
+    lines[2] = json.dumps(record)
+    rechained = tmp_path / "rechained.log"
+    forged = rechain(lines, 2)
+    rechained.write_text("\n".join(forged) + "\n")
+    assert verify(rechained) == (6, json.loads(forged[-1])["hash"])  # consistent on its own
+    with pytest.raises(AuditError, match=r"rechained.log:4: this is not the record party-a saw as record 4 at "):
+        verify(rechained, witnesses=read_witness(witness.path))
+    cut = tmp_path / "cut.log"
+    cut.write_text("\n".join(log.path.read_text().splitlines()[:3]) + "\n")
+    with pytest.raises(AuditError, match=r"cut.log:4: the log ends after 3 records but party-a saw 4 at "):
+        verify(cut, witnesses=read_witness(witness.path))
+

@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64suite/v1/common.proto\x12\x0b\x66\x65\x64suite.v1\"M\n\x0b\x45valMetrics\x12\x0c\n\x04loss\x18\x01 \x01(\x01\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x0b\n\x03\x61uc\x18\x03 \x01(\x01\x12\x11\n\tn_samples\x18\x04 \x01(\x03\"g\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06n_rows\x18\x02 \x01(\x03\x12\x13\n\x0bn_eval_rows\x18\x03 \x01(\x03\x12\x12\n\nn_features\x18\x04 \x01(\x05\x12\x11\n\thas_label\x18\x05 \x01(\x08*R\n\tPartyRole\x12\x1a\n\x16PARTY_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10PARTY_ROLE_GUEST\x10\x01\x12\x13\n\x0fPARTY_ROLE_HOST\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64suite/v1/common.proto\x12\x0b\x66\x65\x64suite.v1\"M\n\x0b\x45valMetrics\x12\x0c\n\x04loss\x18\x01 \x01(\x01\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x0b\n\x03\x61uc\x18\x03 \x01(\x01\x12\x11\n\tn_samples\x18\x04 \x01(\x03\"*\n\tAuditHead\x12\x0f\n\x07records\x18\x01 \x01(\x04\x12\x0c\n\x04hash\x18\x02 \x01(\t\"g\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06n_rows\x18\x02 \x01(\x03\x12\x13\n\x0bn_eval_rows\x18\x03 \x01(\x03\x12\x12\n\nn_features\x18\x04 \x01(\x05\x12\x11\n\thas_label\x18\x05 \x01(\x08*R\n\tPartyRole\x12\x1a\n\x16PARTY_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10PARTY_ROLE_GUEST\x10\x01\x12\x13\n\x0fPARTY_ROLE_HOST\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedsuite.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PARTYROLE']._serialized_start=225
-  _globals['_PARTYROLE']._serialized_end=307
+  _globals['_PARTYROLE']._serialized_start=269
+  _globals['_PARTYROLE']._serialized_end=351
   _globals['_EVALMETRICS']._serialized_start=41
   _globals['_EVALMETRICS']._serialized_end=118
-  _globals['_DATASETINFO']._serialized_start=120
-  _globals['_DATASETINFO']._serialized_end=223
+  _globals['_AUDITHEAD']._serialized_start=120
+  _globals['_AUDITHEAD']._serialized_end=162
+  _globals['_DATASETINFO']._serialized_start=164
+  _globals['_DATASETINFO']._serialized_end=267
 # @@protoc_insertion_point(module_scope)

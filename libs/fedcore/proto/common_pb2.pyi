@@ -27,6 +27,14 @@ class EvalMetrics(_message.Message):
     n_samples: int
     def __init__(self, loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., auc: _Optional[float] = ..., n_samples: _Optional[int] = ...) -> None: ...
 
+class AuditHead(_message.Message):
+    __slots__ = ("records", "hash")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    records: int
+    hash: str
+    def __init__(self, records: _Optional[int] = ..., hash: _Optional[str] = ...) -> None: ...
+
 class DatasetInfo(_message.Message):
     __slots__ = ("name", "n_rows", "n_eval_rows", "n_features", "has_label")
     NAME_FIELD_NUMBER: _ClassVar[int]

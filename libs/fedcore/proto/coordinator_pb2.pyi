@@ -99,10 +99,12 @@ class RegisterPartyRequest(_message.Message):
     def __init__(self, party_id: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.PartyRole, str]] = ..., organisation: _Optional[str] = ..., address: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.DatasetInfo, _Mapping]]] = ...) -> None: ...
 
 class RegisterPartyResponse(_message.Message):
-    __slots__ = ("heartbeat_interval_s",)
+    __slots__ = ("heartbeat_interval_s", "audit_head")
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_FIELD_NUMBER: _ClassVar[int]
     heartbeat_interval_s: float
-    def __init__(self, heartbeat_interval_s: _Optional[float] = ...) -> None: ...
+    audit_head: _common_pb2.AuditHead
+    def __init__(self, heartbeat_interval_s: _Optional[float] = ..., audit_head: _Optional[_Union[_common_pb2.AuditHead, _Mapping]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("party_id",)
@@ -111,10 +113,12 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, party_id: _Optional[str] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("known",)
+    __slots__ = ("known", "audit_head")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_FIELD_NUMBER: _ClassVar[int]
     known: bool
-    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+    audit_head: _common_pb2.AuditHead
+    def __init__(self, known: _Optional[bool] = ..., audit_head: _Optional[_Union[_common_pb2.AuditHead, _Mapping]] = ...) -> None: ...
 
 class ListPartiesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
