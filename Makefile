@@ -15,8 +15,9 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/fedsuite demo
 
-## Runs the test suite.
+## Runs the test suite, after installing the system tools some tests need (scripts/test-tools.sh).
 test: $(BIN)/.installed
+	scripts/test-tools.sh
 	$(BIN)/python -m pytest -q
 
 ## Regenerates the committed protobuf code from protos/.
