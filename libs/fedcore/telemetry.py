@@ -28,6 +28,16 @@ MODEL_ACCURACY = Gauge(
     "federated_model_accuracy", "Accuracy of the global model on a party's held-out rows", ["participant_id", "job_id"]
 )
 MODEL_AUC = Gauge("federated_model_auc", "AUC of the global model on a party's held-out rows", ["participant_id", "job_id"])
+# The job's own summary of the same evaluation (what `job get` shows), for dashboards: a weighted mean
+# cannot be rebuilt in PromQL, which has no per-party row counts.
+GLOBAL_ACCURACY = Gauge(
+    "federated_global_model_accuracy",
+    "Accuracy of the global model over all parties' held-out rows (sample-weighted; vertical: the guest's)", ["job_id"]
+)
+GLOBAL_AUC = Gauge(
+    "federated_global_model_auc",
+    "AUC of the global model over all parties' held-out rows (sample-weighted; vertical: the guest's)", ["job_id"]
+)
 COMMUNICATION_BYTES = Counter(
     "federated_communication_bytes_total",
     "Payload bytes sent and received: tensors, and vertical jobs' Federation.Exchange messages",
@@ -44,15 +54,27 @@ ROUND_DURATION = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 300),
 )
 ROUNDS_TOTAL = Counter("federated_rounds_total", "Rounds by outcome", ["outcome"])
+JOBS_TOTAL = Counter(
+    "federated_jobs_total", "Jobs that ended on this coordinator, by final state (succeeded, failed, cancelled)", ["state"]
+)
 PRIVACY_BUDGET_CONSUMED = Gauge("federated_privacy_budget_consumed", "Epsilon spent so far", ["job_id"])
 PRIVACY_BUDGET_TOTAL = Gauge("federated_privacy_budget_total", "Epsilon a job may spend", ["job_id"])
 
 
 def record_model_metrics(participant_id: str, job_id: str, metrics: Mapping[str, float]) -> None:
     """A model's evaluation on a party's rows, in the AUC and accuracy gauges (absent keys are left alone)."""
-    for gauge, key in ((MODEL_AUC, "auc"), (MODEL_ACCURACY, "accuracy")):
+    _set_evaluation(MODEL_AUC, MODEL_ACCURACY, metrics, participant_id=participant_id, job_id=job_id)
+
+
+def record_global_metrics(job_id: str, metrics: Mapping[str, float]) -> None:
+    """A job's overall evaluation of its global model, in the global AUC and accuracy gauges."""
+    _set_evaluation(GLOBAL_AUC, GLOBAL_ACCURACY, metrics, job_id=job_id)
+
+
+def _set_evaluation(auc: Gauge, accuracy: Gauge, metrics: Mapping[str, float], **labels: str) -> None:
+    for gauge, key in ((auc, "auc"), (accuracy, "accuracy")):
         if key in metrics:
-            gauge.labels(participant_id=participant_id, job_id=job_id).set(metrics[key])
+            gauge.labels(**labels).set(metrics[key])
 
 
 def configure_logging(service: str, node_id: str, level: str = "info") -> None:

@@ -458,6 +458,7 @@ class HorizontalFedAvgJob:
             overall, by_party = self.evaluate(round_number, chunks, info)
             if overall is not None:
                 metrics.eval.CopyFrom(overall)
+                telemetry.record_global_metrics(self.ctx.job_id, {"accuracy": overall.accuracy, "auc": overall.auc})
                 for party_id, m in by_party.items():
                     metrics.eval_by_party[party_id].CopyFrom(m)
                     telemetry.MODEL_ACCURACY.labels(participant_id=party_id, job_id=self.ctx.job_id).set(m.accuracy)

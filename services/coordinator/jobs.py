@@ -225,6 +225,7 @@ class JobManager:
             with self._changed:
                 self._changed.notify_all()
             self._audit.record("job_finished", job_id=job_id, state=pb.JobState.Name(state), reason=reason)
+            telemetry.JOBS_TOTAL.labels(state=pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()).inc()
             log.info("job_finished", job_id=job_id, state=pb.JobState.Name(state), reason=reason)
             self._release_key(job_id)
 

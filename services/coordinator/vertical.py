@@ -70,6 +70,7 @@ class VerticalJob:
                                evaluation=dict(guest.metrics), message=f"{body.guest} evaluated the model on its "
                                f"{guest.intersection} aligned training rows: {summary(guest.metrics)}")
         telemetry.record_model_metrics(body.guest, self.ctx.job_id, guest.metrics)
+        telemetry.record_global_metrics(self.ctx.job_id, guest.metrics)  # only the guest holds labels
         guest.seconds = time.monotonic() - started
         return guest
 
