@@ -572,11 +572,15 @@ def image_entrypoint(stages: list[Stage]) -> list[str]:
     return entrypoint.exec_form()
 
 
+OTHER_IMAGES = {"prometheus": r"prom/prometheus:v\d+\.\d+\.\d+", "grafana": r"grafana/grafana:\d+\.\d+\.\d+"}
+"""The monitoring profile's services (tests/test_monitoring.py checks what they load), at pinned versions."""
+
+
 def test_compose_services_use_the_image_and_real_commands(compose: dict[str, Any], image_entrypoint: list[str]) -> None:
     for name, service in compose["services"].items():
         if not our_image(service):
-            assert name == "prometheus", f"{name}: only the optional Prometheus uses another image"
-            assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", service["image"]), "pin Prometheus' version"
+            assert name in OTHER_IMAGES, f"{name}: only the optional Prometheus and Grafana use other images"
+            assert re.fullmatch(OTHER_IMAGES[name], service["image"]), f"pin {name}'s version"
             continue
         assert service["image"] == f"fedsuite:{version()}", f"{name}: image tag must be the project's version"
         assert service["build"] == {"context": ".", "dockerfile": "docker/Dockerfile"}
