@@ -22,7 +22,8 @@ class PartyConfig(ServerConfig):
     """guest (holds labels) or host (features only, in vertical jobs)."""
     organisation: str = ""
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)
-    """Dataset name -> CSV location and columns; paths relative to the config file."""
+    """Dataset name -> where it lives (a CSV or Parquet file, or a SQL query) and its columns; paths relative to
+    the config file."""
     call_timeout_s: float = 10.0
     """Deadline of the party's calls to the coordinator."""
     state_dir: str = "party-state"
