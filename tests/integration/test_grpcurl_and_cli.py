@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from fedsuite.demo import PARTIES
 from fedsuite.local import LocalFederation
 from tests.conftest import NODES, breast_dataset
 
+ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 SERVICES = {"coordinator": "fedsuite.v1.Coordinator", "arbiter": "fedsuite.v1.Arbiter", "party-a": "fedsuite.v1.Party"}
 
@@ -34,17 +37,21 @@ def running(tmp_path_factory: pytest.TempPathFactory, breast_dir: Path) -> Itera
         federation.stop_all()
 
 
-def grpcurl(federation: LocalFederation, node: str, *verb: str, data: str | None = None,
-            identity: str | None = "admin") -> subprocess.CompletedProcess[str]:
-    """``grpcurl [tls] [-d DATA] ADDRESS VERB...`` with a connect timeout and an overall deadline."""
+def grpcurl(federation: LocalFederation, node: str, *verb: str, data: str | Path | None = None,
+            identity: str | None = "admin", servername: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``grpcurl [tls] [-servername NAME] [-d DATA] ADDRESS VERB...`` with a connect timeout and an overall
+    deadline; a Path is sent as the README does, ``-d @`` with the file on stdin."""
     certs = federation.certs
     options = ["-connect-timeout", "5", "-max-time", "15", "-cacert", str(certs / "ca.pem")]
     if identity:
         options += ["-cert", str(certs / f"{identity}.pem"), "-key", str(certs / f"{identity}.key")]
+    if servername:
+        options += ["-servername", servername]
     if data is not None:
-        options += ["-d", data]
+        options += ["-d", "@" if isinstance(data, Path) else data]
     command = [GRPCURL, *options, federation.nodes[node].address, *verb]
-    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+    stdin = data.read_text() if isinstance(data, Path) else None
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, input=stdin)
 
 
 @pytest.mark.parametrize("node", list(SERVICES))
@@ -68,6 +75,46 @@ def test_grpcurl_calls_the_api_and_is_refused_without_certificate(running: Local
     assert refused.returncode != 0
     denied = grpcurl(running, "coordinator", "fedsuite.v1.Coordinator/ListParties", data="{}", identity="party-a")
     assert denied.returncode != 0 and "PermissionDenied" in denied.stderr
+
+
+def json_stream(text: str) -> list[dict[str, Any]]:
+    """grpcurl's output of a server stream: one indented JSON object per message, each opening at column 0."""
+    return [json.loads(chunk) for chunk in re.split(r"(?m)^(?=\{$)", text) if chunk.strip()]
+
+
+def test_grpcurl_recipes_of_the_readme_run_and_cancel_jobs(running: LocalFederation) -> None:
+    """The README's daily grpcurl operations, verbatim in substance: submit from JSON, watch, get, list,
+    cancel, resume; -servername makes grpcurl check the certificate names the coordinator."""
+
+    def call(method: str, data: str | Path, servername: str = "coordinator") -> subprocess.CompletedProcess[str]:
+        return grpcurl(running, "coordinator", f"fedsuite.v1.Coordinator/{method}", data=data, servername=servername)
+
+    job_file = ROOT / "examples" / "clients" / "job-horizontal.json"
+    submitted = call("SubmitJob", job_file)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)["job_id"]
+    by_id = json.dumps({"job_id": job_id})
+    watched = call("WatchJob", by_id)
+    assert watched.returncode == 0, watched.stderr
+    events = json_stream(watched.stdout)
+    rounds = json.loads(job_file.read_text())["spec"]["horizontal"]["rounds"]
+    assert [e["type"] for e in events].count("JOB_EVENT_TYPE_ROUND_COMMITTED") == rounds
+    assert events[-1]["type"] == "JOB_EVENT_TYPE_SUCCEEDED"
+    got = json.loads(call("GetJob", by_id).stdout)
+    assert got["state"] == "JOB_STATE_SUCCEEDED" and got["current_round"] == rounds
+    assert job_id in {j["job_id"] for j in json.loads(call("ListJobs", '{"limit": 10}').stdout)["jobs"]}
+    for method in ("CancelJob", "ResumeJob"):  # both refuse a job that succeeded
+        refused = call(method, by_id)
+        assert refused.returncode != 0 and "FailedPrecondition" in refused.stderr and job_id in refused.stderr
+
+    long_job = json.loads(job_file.read_text())
+    long_job["spec"]["horizontal"].update(rounds=500, local_epochs=5, model={"type": "MODEL_TYPE_MLP", "hidden_units": [64]})
+    running_job = json.loads(call("SubmitJob", json.dumps(long_job)).stdout)["job_id"]
+    cancelled = call("CancelJob", json.dumps({"job_id": running_job}))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["state"] == "JOB_STATE_CANCELLED"
+    impostor = call("ListParties", "{}", servername="party-a")
+    assert impostor.returncode != 0 and "party-a" in impostor.stderr
 
 
 def fedsuite(federation: LocalFederation, *args: str) -> subprocess.CompletedProcess[str]:
