@@ -10,6 +10,7 @@ import filecmp
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
 
+from fedsuite.client import CoordinatorAdmin
 from fedsuite.demo import PARTIES
 from fedsuite.local import LocalFederation
 from tests.integration.test_processes_e2e import start_parties
@@ -104,6 +106,31 @@ def test_client_runs_a_job_to_success_and_reports_refusals(
     assert len(printed(refused.stdout, "party")) == 2 and not printed(refused.stdout, "submitted")
     with federation.admin() as admin:
         assert [j.job_id for j in admin.list()] == [job_id]
+
+    # A job that ends other than SUCCEEDED (cancelled by another admin while the client watches): exit 1.
+    watching = subprocess.Popen([*COMMANDS[language], *tls_args(federation), "--rounds", "100000"], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with federation.admin() as admin:
+            cancelled_id = admin.cancel(wait_for_new_job(admin, known={job_id})).job_id
+            out, err = watching.communicate(timeout=60)
+            cancelled = admin.get(cancelled_id)
+    finally:
+        watching.kill()
+    assert watching.returncode == 1, out + err
+    assert err.strip() == f"error: job {cancelled.job_id} ended JOB_STATE_CANCELLED: {cancelled.reason}"
+    assert printed(out, "job") == [["job", cancelled.job_id, "JOB_STATE_CANCELLED", f"rounds={cancelled.current_round}"]]
+
+
+def wait_for_new_job(admin: CoordinatorAdmin, known: set[str], timeout_s: float = 30) -> str:
+    """The id of the first job not in ``known`` to appear on the coordinator."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        new = [j.job_id for j in admin.list() if j.job_id not in known]
+        if new:
+            return new[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no new job on the coordinator within {timeout_s} s")
 
 
 @pytest.mark.parametrize("language", sorted(COMMANDS))
