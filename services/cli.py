@@ -155,13 +155,18 @@ def _job_get(args: argparse.Namespace) -> int:
 
 
 def _job_download(args: argparse.Namespace) -> int:
-    """The job's latest global model as .npz (layout: fedsuite.predict)."""
+    """The job's latest global model as .npz (layout: fedsuite.predict) or as ONNX (fedsuite.onnx_export)."""
     from fedsuite.predict import save_model_file
 
     with _admin(args) as admin:
         model = admin.download_model(args.job_id)
-    save_model_file(model, args.out)
-    console.print(f"{args.out}: round {model.info.round}, {len(model.weights)} tensors")
+    if args.format == "onnx":
+        from fedsuite.onnx_export import save_onnx_file
+
+        save_onnx_file(model, args.job_id, args.out)
+    else:
+        save_model_file(model, args.out)
+    console.print(f"{args.out}: round {model.info.round}, {len(model.weights)} tensors ({args.format})")
     return 0
 
 
@@ -322,9 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("job_id")
     resume.add_argument("--watch", action="store_true", help="follow the job until it ends")
     resume.set_defaults(func=_job_resume)
-    download = jobs.add_parser("download", parents=[client], help="save a job's global model (.npz)")
+    download = jobs.add_parser("download", parents=[client], help="save a job's global model (.npz or ONNX)")
     download.add_argument("job_id")
     download.add_argument("out")
+    download.add_argument("--format", choices=["npz", "onnx"], default="npz",
+                          help="npz: for `fedsuite predict` (default); onnx: raw features in, class probabilities out")
     download.set_defaults(func=_job_download)
     listing = jobs.add_parser("list", parents=[client], help="list jobs")
     listing.add_argument("--limit", type=int, default=20)
