@@ -40,12 +40,12 @@ def as_eval(keys: dict[str, str]) -> dict[str, str]:
     return {{"path": "eval_path", "query": "eval_query"}[key]: value for key, value in keys.items() if key != "url"}
 
 
-def read_csv_values(path: Path, label: str | None = None) -> tuple[list[str], list[list[Any]]]:
-    """A CSV's header and rows as numbers (the label as an int), as a database or Parquet file would hold them."""
+def read_csv_values(path: Path, label: str | None = None, id_column: str | None = None) -> tuple[list[str], list[list[Any]]]:
+    """A CSV's header and rows as a database or Parquet file would hold them: numbers (the label an int), ids text."""
     with open(path, newline="") as handle:
         header, *body = list(csv.reader(handle))
-    kinds = [int if column == label else float for column in header]
-    return header, [[kind(float(value)) for kind, value in zip(kinds, row)] for row in body]
+    kinds = [str if column == id_column else (lambda v: int(float(v))) if column == label else float for column in header]
+    return header, [[kind(value) for kind, value in zip(kinds, row)] for row in body]
 
 
 def _arrow(values: list[Any]) -> pyarrow.Array:
