@@ -28,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fedcore.proto import coordinator_pb2 as pb  # noqa: E402
+from fedsuite.translate import duration, unix  # noqa: E402
 
 from fedsuite.local import LocalFederation  # noqa: E402
 
@@ -65,7 +66,7 @@ def run_fedsuite(n_parties: int, n_params: int, rounds: int = 5, timeout_s: floa
             federation.wait_for_parties(names, timeout_s=300)
             spec = pb.JobSpec(name="bench", horizontal=pb.HorizontalJobSpec(
                 dataset="bench", model=pb.ModelSpec(type=pb.MODEL_TYPE_VECTOR, vector_size=n_params),
-                rounds=rounds, learning_rate=1e-3, min_parties=n_parties, round_timeout_s=timeout_s,
+                rounds=rounds, learning_rate=1e-3, min_parties=n_parties, round_timeout=duration(timeout_s),
                 evaluate_every=0, max_round_retries=0,
             ))
             with federation.admin(timeout_s=60) as admin:
@@ -77,7 +78,7 @@ def run_fedsuite(n_parties: int, n_params: int, rounds: int = 5, timeout_s: floa
             rss = peak_rss_mb(coordinator.process.pid)
     # A round lasts from one commit to the next: training, aggregation, checkpoint and SQLite commit
     # included (as Flower's configure_fit to configure_fit). The first round, which starts the job, is dropped.
-    commits = [e.time for e in events if e.type == pb.JOB_EVENT_TYPE_ROUND_COMMITTED]
+    commits = [unix(e.time) for e in events if e.type == pb.JOB_EVENT_TYPE_ROUND_COMMITTED]
     seconds = [b - a for a, b in zip(commits, commits[1:])]
     return {"framework": "fedsuite", "clients": n_parties, "params": n_params,
             "seconds_per_round": statistics.median(seconds), "server_peak_rss_mb": round(rss, 1),

@@ -3,7 +3,7 @@
 fedsuite runs as it ships: coordinator, arbiter, guest and host as separate processes on
 127.0.0.1 over mTLS (services/local.py), one vertical train job then one vertical predict
 job per dataset. Its seconds per epoch exclude PSI and process start-up: (the job's
-VerticalResult.seconds - align_seconds) / epochs, where seconds is the coordinator's
+VerticalResult.duration - align_duration) / epochs, where duration is the coordinator's
 wall-clock of the job (key generation, dispatch and model saving stay in). The
 wall-clock per epoch including everything (submit to done, plus the federation's
 start-up) is reported beside it, and so is the CPU time of all four processes over the
@@ -48,6 +48,7 @@ from _phe_hetero_lr import PheRun, train_phe  # noqa: E402
 
 from fedcore.proto import coordinator_pb2 as pb  # noqa: E402
 from fedcore.proto import vertical_pb2  # noqa: E402
+from fedsuite.translate import duration, seconds  # noqa: E402
 from fedcore.vertical.params import HeteroLRParams  # noqa: E402
 
 from fedsuite.jobfile import parse_job_spec  # noqa: E402
@@ -190,11 +191,12 @@ def train_and_score(federation: LocalFederation, admin: Any, data: Dataset, star
         raise RuntimeError(f"{data.name}: {result.epochs} epochs ran, {data.epochs} asked")
     predict = pb.JobSpec(name=f"bench-{data.name}-score", vertical_predict=vertical_pb2.VerticalPredictSpec(
         guest=GUEST, hosts=[HOST], guest_dataset=f"{data.name}_guest", host_dataset=f"{data.name}_host",
-        model_id=job_id, step_timeout_s=STEP_TIMEOUT_S))
+        model_id=job_id, step_timeout=duration(STEP_TIMEOUT_S)))
     scored = admin.wait(admin.submit(predict), timeout_s)
     if scored.state != pb.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"{data.name}: scoring ended {pb.JobState.Name(scored.state)}: {scored.reason}")
-    train_s = result.seconds - result.align_seconds
+    job_s, align_s = seconds(result.duration), seconds(result.align_duration)
+    train_s = job_s - align_s
     return {
         "seconds_per_epoch": train_s / result.epochs,
         "wall_seconds_per_epoch_job": job_wall_s / result.epochs,
@@ -202,7 +204,7 @@ def train_and_score(federation: LocalFederation, admin: Any, data: Dataset, star
         "cpu_seconds_per_epoch": sum(cpu.values()) / result.epochs,
         "auc": scored.vertical_result.metrics["auc"],
         "epochs": result.epochs, "intersection": result.intersection, "losses": list(result.losses),
-        "job_seconds": result.seconds, "align_seconds": result.align_seconds, "train_seconds": train_s,
+        "job_seconds": job_s, "align_seconds": align_s, "train_seconds": train_s,
         "job_wall_seconds": job_wall_s, "startup_seconds": startup_s, "n_scored": scored.vertical_result.n_scored,
         "cpu_seconds_during_train_job": cpu,
     }

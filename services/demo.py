@@ -33,6 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 from fedcore.data import standardize
 from fedcore.ml.models import build_model
+from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.proto import vertical_pb2
 
@@ -40,7 +41,8 @@ from fedsuite.demo_resilience import run_resilience
 from fedsuite.jobfile import parse_job_spec
 from fedsuite.local import LocalFederation
 from fedsuite.progress import follow_job
-from fedsuite.translate import model_config
+from fedsuite import translate
+from fedsuite.translate import duration, model_config
 
 SEED = 42
 PARTIES = ("party-a", "party-b", "party-c")
@@ -104,8 +106,8 @@ def horizontal_job(rounds: int) -> pb.JobSpec:
         name="breast-cancer-fedavg",
         horizontal=pb.HorizontalJobSpec(
             dataset="breast", model=pb.ModelSpec(type=pb.MODEL_TYPE_LOGISTIC_REGRESSION), rounds=rounds,
-            local_epochs=2, batch_size=16, learning_rate=0.05, penalty=pb.PENALTY_L2, alpha=0.001,
-            min_parties=3, round_timeout_s=60, seed=SEED,
+            local_epochs=2, batch_size=16, learning_rate=0.05, penalty=common_pb2.PENALTY_L2, alpha=0.001,
+            min_parties=3, round_timeout=duration(60), seed=SEED,
         ),
     )
 
@@ -217,7 +219,7 @@ def run_vertical(federation: LocalFederation, data_dir: Path, console: Console) 
         "job_id": job_id, "auc": metrics["auc"], "ks": metrics["ks"], "accuracy": metrics["accuracy"],
         "train_auc": result.metrics["auc"], "train_ks": result.metrics["ks"], "scores_rows": scores_rows,
         "centralized_auc": central, "intersection": result.intersection, "expected_intersection": data["intersection"],
-        "epochs": result.epochs, "seconds": round(seconds, 2), "seconds_per_epoch": round(result.seconds / max(result.epochs, 1), 3),
+        "epochs": result.epochs, "seconds": round(seconds, 2), "seconds_per_epoch": round(translate.seconds(result.duration) / max(result.epochs, 1), 3),
         "within_tolerance": abs(metrics["auc"] - central) <= VERTICAL_AUC_TOLERANCE
         and result.intersection == data["intersection"],
     }

@@ -5,8 +5,11 @@ Enum values may be written the short way (``type: logistic_regression``,
 descriptor before protobuf sees it, so a mistake reads as the service configs' do: every
 unknown key at once, by dotted path, with what each mapping takes; then a wrong type as
 ``horizontal.rounds: expected an integer, got 'ten'``. A numeric YAML value is accepted
-for a string field (``model_version: 20260205`` is the version "20260205"). A FATE job
-configuration is recognised and translated (:mod:`fedsuite.fate`).
+for a string field (``model_version: 20260205`` is the version "20260205"). A Duration field
+is written in seconds under its name plus ``_s`` (``round_timeout_s: 120`` sets
+``round_timeout``), or under its own name as a number of seconds or protobuf's ``"120s"``.
+Enums take FATE's spellings too (``optimizer: nesterov_momentum_sgd``, ``penalty: L2``). A
+FATE job configuration is recognised and translated (:mod:`fedsuite.fate`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,27 @@ _INTEGERS = {
     FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1), FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+_DURATION = "google.protobuf.Duration"
+SECONDS_SUFFIX = "_s"
+"""A Duration field ``round_timeout`` is written ``round_timeout_s: <seconds>`` in job files."""
+
+
+def _field(descriptor: Descriptor, key: object) -> FieldDescriptor | None:
+    """The field ``key`` names: its own name, or a Duration field's name plus ``_s``."""
+    f = descriptor.fields_by_name.get(str(key))
+    if f is None and str(key).endswith(SECONDS_SUFFIX):
+        f = descriptor.fields_by_name.get(str(key).removesuffix(SECONDS_SUFFIX))
+        return f if f is not None and _is_duration(f) else None
+    return f
+
+
+def _is_duration(f: FieldDescriptor) -> bool:
+    return f.type == FieldDescriptor.TYPE_MESSAGE and f.message_type.full_name == _DURATION
+
+
+def _keys(descriptor: Descriptor) -> list[str]:
+    """The keys a mapping of ``descriptor`` takes, Duration fields under their ``_s`` spelling."""
+    return [f.name + SECONDS_SUFFIX if _is_duration(f) else f.name for f in descriptor.fields]
 
 
 def _is_map(f: FieldDescriptor) -> bool:
@@ -58,12 +82,12 @@ def _find_unknown(values: Any, descriptor: Descriptor, where: str, found: list[U
     """Every unknown key under ``values``, depth first (wrong types are :func:`_convert`'s to report)."""
     if not isinstance(values, Mapping):
         return
-    unknown = sorted(str(key) for key in values if key not in descriptor.fields_by_name)
+    unknown = sorted(str(key) for key in values if _field(descriptor, key) is None)
     if unknown:
-        found.append((where, unknown, list(descriptor.fields_by_name)))
+        found.append((where, unknown, _keys(descriptor)))
     for key, value in values.items():
-        f = descriptor.fields_by_name.get(key)
-        if f is None or f.type != FieldDescriptor.TYPE_MESSAGE:
+        f = _field(descriptor, key)
+        if f is None or f.type != FieldDescriptor.TYPE_MESSAGE or _is_duration(f):
             continue
         if _is_map(f):
             value_field = f.message_type.fields_by_name["value"]
@@ -84,19 +108,24 @@ def _convert_message(values: Any, descriptor: Descriptor, where: str) -> dict[st
     for key, value in values.items():
         if value is None:  # `key:` with nothing after it in YAML: unset
             continue
-        f = descriptor.fields_by_name[key]
+        f = _field(descriptor, key)
+        assert f is not None  # _find_unknown reported unknown keys first
         path = _path(where, key)
-        if _is_map(f):
+        if f.name in converted:
+            raise JobFileError(f"{path}: set {f.name} once (as {f.name}{SECONDS_SUFFIX} or {f.name}, not both)")
+        if _is_duration(f):
+            converted[f.name] = _seconds(value, path)
+        elif _is_map(f):
             if not isinstance(value, Mapping):
                 raise JobFileError(f"{path}: expected a mapping, got {value!r}")
             value_field = f.message_type.fields_by_name["value"]
-            converted[key] = {str(k): _convert(v, value_field, _path(path, k)) for k, v in value.items()}
+            converted[f.name] = {str(k): _convert(v, value_field, _path(path, k)) for k, v in value.items()}
         elif _is_repeated(f):
             if not isinstance(value, list):
                 raise JobFileError(f"{path}: expected a list, got {value!r}")
-            converted[key] = [_convert(v, f, f"{path}[{i}]") for i, v in enumerate(value)]
+            converted[f.name] = [_convert(v, f, f"{path}[{i}]") for i, v in enumerate(value)]
         else:
-            converted[key] = _convert(value, f, path)
+            converted[f.name] = _convert(value, f, path)
     for oneof in descriptor.oneofs:
         chosen = [f.name for f in oneof.fields if f.name in converted]
         if len(chosen) > 1:
@@ -135,6 +164,17 @@ def _convert(value: Any, f: FieldDescriptor, path: str) -> Any:
     if not isinstance(value, str):
         raise JobFileError(f"{path}: expected a string, got {value!r}")
     return value
+
+
+def _seconds(value: Any, path: str) -> str:
+    """A duration in seconds (a number, or protobuf's JSON text "1.5s") as protobuf's JSON text."""
+    if isinstance(value, str) and value.endswith("s"):
+        value = _float_text(value[:-1], path)
+    elif isinstance(value, str):
+        value = _float_text(value, path)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise JobFileError(f"{path}: expected a number of seconds, got {value!r}")
+    return f"{value:.9f}s"
 
 
 def _float_text(text: str, path: str) -> float:

@@ -1,34 +1,29 @@
 """Jobs as people read them (`job list`, `job get`) and as programs read them (`job get --json`).
 
-Times are ISO 8601: local and to the second for people, UTC to the millisecond for programs.
+Times are ISO 8601: local and to the second for people, UTC (protobuf's JSON of a Timestamp) for programs.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
 from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 
 from fedcore.proto import coordinator_pb2 as pb
 
-from fedsuite.translate import hetero_params
+from fedsuite.translate import hetero_params, seconds, utc
 
 KINDS = {"horizontal": "horizontal", "vertical": "vertical train", "vertical_predict": "vertical predict"}
 
 
-def local_time(seconds: float, offset: bool = True) -> str:
+def local_time(when: Timestamp, offset: bool = True) -> str:
     """Local ISO 8601 to the second (with the UTC offset unless a table of them already shares it)."""
-    local = datetime.fromtimestamp(seconds).astimezone()
+    local = utc(when).astimezone()
     return (local if offset else local.replace(tzinfo=None)).isoformat(timespec="seconds")
-
-
-def utc_time(seconds: float) -> str:
-    """UTC ISO 8601 to the millisecond: what a program parses."""
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def state_name(state: int) -> str:
@@ -109,13 +104,11 @@ def _rounds_table(job: pb.Job) -> Table:
         evaluated = r.HasField("eval")
         table.add_row(str(r.round), ", ".join(r.parties), _number(r.train_loss),
                       _number(r.eval.loss if evaluated else None), _number(r.eval.accuracy if evaluated else None),
-                      _number(r.eval.auc if evaluated else None), f"{r.seconds:.2f}")
+                      _number(r.eval.auc if evaluated else None), f"{seconds(r.duration):.2f}")
     return table
 
 
 def job_json(job: pb.Job) -> str:
-    """The Job message as JSON (proto field names), its timestamps as UTC ISO 8601 strings."""
-    values = json_format.MessageToDict(job, preserving_proto_field_name=True)
-    for field in ("created_at", "updated_at"):
-        values[field] = utc_time(getattr(job, field))
-    return json.dumps(values, indent=2)
+    """The Job message in protobuf's JSON mapping with proto field names, as grpcurl prints it: times are
+    UTC ISO 8601 (RFC 3339, `2026-02-05T10:00:00.123Z`), durations seconds with an `s` (`1.250s`)."""
+    return json.dumps(json_format.MessageToDict(job, preserving_proto_field_name=True), indent=2)

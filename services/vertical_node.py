@@ -24,6 +24,7 @@ from fedcore.proto import vertical_pb2, vertical_pb2_grpc
 from fedcore.rpc import ChannelPool, service
 
 from fedsuite.exchange import ActiveJobs, FederationServicer
+from fedsuite.translate import seconds
 
 DEFAULT_STEP_TIMEOUT_S = 60.0
 
@@ -71,7 +72,7 @@ class VerticalNode:
     def session(self, task: vertical_pb2.VerticalTask, call: grpc.ServicerContext) -> Iterator[FederationContext]:
         """A federation context for ``task``; peers may send to us only while it is open."""
         participants = frozenset({task.guest, *task.hosts, task.arbiter} - {"", self.node_id})
-        timeout_s = task.step_timeout_s or DEFAULT_STEP_TIMEOUT_S
+        timeout_s = seconds(task.step_timeout) or DEFAULT_STEP_TIMEOUT_S
         cancelled = threading.Event()
         call.add_callback(cancelled.set)
         transport = GrpcTransport(self._channels, task.peers, timeout_s, cancelled)

@@ -4,7 +4,8 @@
   (``insecure=True``, development only) channels and servers with the same options.
 - :class:`AuthInterceptor` authenticates every call by its client certificate and
   authorises it by the role the certificate carries (UNAUTHENTICATED / PERMISSION_DENIED).
-- Every server serves ``grpc.health.v1.Health`` and server reflection.
+- Every server serves ``grpc.health.v1.Health`` and server reflection; reflection publishes the
+  protos with their comments (``descriptors.binpb``), so ``grpcurl describe`` shows them.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -58,7 +62,8 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 LIMITED_ROLES = frozenset({"party", "arbiter"})
 """Roles whose calls count against a per-peer share (the coordinator's and admins' never do)."""
 HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
-"""Open to any TLS client, certificate or not, so probes and load balancers can ask."""
+"""Open to any caller the TLS handshake let in (a certificate of the federation's CA), whatever its role
+or none: a probe may use any node's certificate."""
 
 IDENTITY_METADATA = "x-fedsuite-identity"
 """Insecure (development) mode only: the caller declares ``name/role`` in this metadata key."""
@@ -302,7 +307,8 @@ def make_server(
     names = [add(server) for add in register]
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server,
+                                        pool=reflection_pool())
     try:
         if tls is None:
             port = server.add_insecure_port(listen)
@@ -319,6 +325,33 @@ def make_server(
     for name in names:
         running.set_serving(name, True)
     return running
+
+
+@cache
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """What reflection serves: fedsuite's protos with their comments (source info) and the well-known
+    types they import, from the descriptor set ``make protos`` writes, plus health and reflection.
+
+    protoc fills in each field's json_name (lowerCamelCase), which grpcurl would then print; without it
+    grpcurl prints the proto field names (``party_id``), as the CLI's ``--json`` and the README do."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(
+        resources.files("fedcore.proto").joinpath("descriptors.binpb").read_bytes())
+    pool = descriptor_pool.DescriptorPool()
+    for file in files.file:
+        _clear_json_names(file.message_type)
+        pool.Add(file)
+    for module in (health_pb2, reflection._reflection_pb2):  # type: ignore[attr-defined]
+        proto = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(proto)
+        pool.Add(proto)
+    return pool
+
+
+def _clear_json_names(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:
+    for message in messages:
+        for field in message.field:
+            field.ClearField("json_name")
+        _clear_json_names(message.nested_type)
 
 
 def _bind_problem(listen: str) -> str:

@@ -15,7 +15,7 @@ from fedcore.federation import FederationContext
 from fedcore.vertical.hetero_lr import EpochDone, fit_arbiter
 
 from fedsuite.arbiter.keys import KeyVault, TooManyKeys, UnknownKey
-from fedsuite.translate import hetero_params
+from fedsuite.translate import duration, hetero_params
 from fedsuite.vertical_node import Report, VerticalNode, job_label, status_for
 
 POLICY = {
@@ -80,7 +80,8 @@ class ArbiterServicer(arbiter_pb2_grpc.ArbiterServicer):
                                   on_epoch=lambda done: epoch_done(done, report),
                                   on_decrypt=telemetry.DECRYPTIONS.labels(job_id=job_id).inc)
             return vertical_pb2.VerticalResult(epochs=outcome.epochs, converged=outcome.converged,
-                                               losses=outcome.losses, seconds=time.monotonic() - started)
+                                               losses=outcome.losses,
+                                               duration=duration(time.monotonic() - started))
 
         with telemetry.bind(job_id=request.job_id):
             try:

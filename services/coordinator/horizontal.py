@@ -31,7 +31,7 @@ from fedsuite.coordinator.job_context import JobContext, JobFailed
 from fedsuite.faults import crash_point
 from fedsuite.coordinator.party_client import serialise_global_chunks
 from fedsuite.coordinator.party_reports import BadReport, check_description, check_evaluation, declared_dataset
-from fedsuite.translate import model_config
+from fedsuite.translate import duration, model_config, seconds
 
 PAILLIER_EXPONENT = -40
 """Fixed-point scale of encrypted updates: n_k * w_k to 2^-40 (~1e-12); sums stay far below n."""
@@ -131,6 +131,8 @@ class HorizontalFedAvgJob:
     def __init__(self, ctx: JobContext, spec: pb.HorizontalJobSpec) -> None:
         self.ctx = ctx
         self.spec = spec
+        self.round_timeout_s = seconds(spec.round_timeout)
+        """The spec's round_timeout (normalise() filled in its default), in seconds."""
         self.refused: dict[str, str] = {}
         """Parties refused for the rest of the job, with why: their DescribeData reply was a lie."""
 
@@ -258,7 +260,7 @@ class HorizontalFedAvgJob:
     ) -> list[pb.PartyInfo]:
         """At least ``needed`` online parties holding the dataset, not ``excluded``; waits for offline ones
         up to round_timeout_s (``wait``), saying what it waits for, then fails naming who is missing."""
-        deadline = time.monotonic() + self.spec.round_timeout_s
+        deadline = time.monotonic() + self.round_timeout_s
         while True:
             self.ctx.check_cancelled()
             candidates = [p for p in self.ctx.registry.parties()  # one snapshot: online and offline agree
@@ -275,7 +277,7 @@ class HorizontalFedAvgJob:
             )
             if not (wait and offline) or time.monotonic() >= deadline:
                 raise JobFailed(shortfall)
-            self.ctx.waiting(f"waiting up to round_timeout_s={self.spec.round_timeout_s:g} s: {shortfall}", pending)
+            self.ctx.waiting(f"waiting up to round_timeout_s={self.round_timeout_s:g} s: {shortfall}", pending)
             time.sleep(0.2)
 
     def sample_parties(self, round_number: int, attempt: int, excluded: dict[str, str]) -> list[pb.PartyInfo]:
@@ -309,7 +311,7 @@ class HorizontalFedAvgJob:
             {p.party_id: declared_dataset(p, self.spec.dataset).n_rows for p in parties},
             self.spec.max_party_weight or 1.0)
         task = self._task(round_number, info)
-        deadline = time.monotonic() + self.spec.round_timeout_s
+        deadline = time.monotonic() + self.round_timeout_s
         futures = {
             p.party_id: self.ctx.executor.submit(self._collect_update, p, task, global_chunks, updates, deadline,
                                                  None if weights is None else weights[p.party_id])
@@ -335,7 +337,7 @@ class HorizontalFedAvgJob:
         ``weight`` is its FedAvg weight; None: its n_samples."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return f"DEADLINE_EXCEEDED: round_timeout_s={self.spec.round_timeout_s} passed before its turn"
+            return f"DEADLINE_EXCEEDED: round_timeout_s={self.round_timeout_s} passed before its turn"
         sent = sum(len(c) for c in global_chunks)
         received = 0
         call = self.ctx.parties.train(party.address, task, global_chunks, remaining)
@@ -359,7 +361,7 @@ class HorizontalFedAvgJob:
             return None
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
-                return f"DEADLINE_EXCEEDED: no whole update within round_timeout_s={self.spec.round_timeout_s}"
+                return f"DEADLINE_EXCEEDED: no whole update within round_timeout_s={self.round_timeout_s}"
             return self.ctx.lost_reason(party.party_id) or error_text(err)
         except (tensors.TensorStreamError, ValueError) as err:
             call.cancel()  # type: ignore[attr-defined]
@@ -403,7 +405,7 @@ class HorizontalFedAvgJob:
             return None, {}
         task = self._task(round_number, info)
         replies, failures = self.ctx.gather({
-            p.party_id: self.ctx.parties.evaluate(p.address, task, chunks, self.spec.round_timeout_s) for p in holders
+            p.party_id: self.ctx.parties.evaluate(p.address, task, chunks, self.round_timeout_s) for p in holders
         })
         for party_id, reason in failures.items():
             self.ctx.log.warning("evaluation_failed", party_id=party_id, reason=reason)
@@ -436,7 +438,7 @@ class HorizontalFedAvgJob:
         header = arbiter_pb2.DecryptSumHeader(job_id=self.ctx.job_id, round=round_number,
                                               contributors=len(result.parties), lengths=[len(s) for s in result.sums])
         try:
-            sums = self.ctx.parties.decrypt_sum(self.ctx.arbiter[1], header, result.sums, self.spec.round_timeout_s)
+            sums = self.ctx.parties.decrypt_sum(self.ctx.arbiter[1], header, result.sums, self.round_timeout_s)
         except grpc.RpcError as err:
             raise JobFailed(f"round {round_number}: the arbiter did not decrypt the aggregate: {error_text(err)}") from err
         with np.errstate(over="ignore"):  # beyond float32 becomes inf, which commit refuses
@@ -463,7 +465,8 @@ class HorizontalFedAvgJob:
                     metrics.eval_by_party[party_id].CopyFrom(m)
                     telemetry.MODEL_ACCURACY.labels(participant_id=party_id, job_id=self.ctx.job_id).set(m.accuracy)
                     telemetry.MODEL_AUC.labels(participant_id=party_id, job_id=self.ctx.job_id).set(m.auc)
-        metrics.seconds = time.monotonic() - started
+        elapsed_s = time.monotonic() - started
+        metrics.duration.CopyFrom(duration(elapsed_s))
         self.ctx.check_cancelled()
         self.ctx.checkpoints.save(self.ctx.job_id, round_number, weights)
         event = pb.JobEvent(job_id=self.ctx.job_id, type=pb.JOB_EVENT_TYPE_ROUND_COMMITTED, round=round_number,
@@ -474,9 +477,9 @@ class HorizontalFedAvgJob:
         self.ctx.audit_round(metrics)
         self.ctx.checkpoints.prune(self.ctx.job_id, round_number)
         telemetry.TRAINING_LOSS.labels(job_id=self.ctx.job_id).set(train_loss)
-        telemetry.ROUND_DURATION.observe(metrics.seconds)
+        telemetry.ROUND_DURATION.observe(elapsed_s)
         self.ctx.log.info("round_committed", parties=parties, train_loss=train_loss,
-                          auc=metrics.eval.auc if metrics.HasField("eval") else None, seconds=metrics.seconds)
+                          auc=metrics.eval.auc if metrics.HasField("eval") else None, seconds=elapsed_s)
         return chunks
 
     # -- helpers ----------------------------------------------------------------

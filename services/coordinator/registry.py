@@ -58,7 +58,7 @@ class PartyRegistry:
             previous = self._parties.get(party.party_id)
             record = pb.PartyInfo()
             record.CopyFrom(party)
-            record.last_seen = time.time()
+            record.last_seen.GetCurrentTime()
             self._parties[party.party_id] = record
             self._last_seen[party.party_id] = time.monotonic()
             self._store.save_party(record)
@@ -76,7 +76,7 @@ class PartyRegistry:
             if party_id not in self._parties:
                 raise UnknownParty(party_id)
             self._last_seen[party_id] = time.monotonic()
-            self._parties[party_id].last_seen = time.time()
+            self._parties[party_id].last_seen.GetCurrentTime()
         telemetry.PARTICIPANT_STATUS.labels(participant_id=party_id).set(1)
 
     def wait_until_heard_from_all(self, stop: threading.Event) -> bool:

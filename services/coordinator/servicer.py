@@ -20,6 +20,7 @@ from fedsuite.coordinator.registry import AddressTaken, PartyRegistry, UnknownPa
 from fedsuite.coordinator.specs import SpecError
 from fedsuite.coordinator.vertical import where_the_model_is
 from fedsuite.coordinator.store import CheckpointStore, JobNotFound
+from fedsuite.translate import duration
 
 PARTY_METHODS = frozenset({"RegisterParty", "Heartbeat"})
 ADMIN_METHODS = frozenset({"ListParties", "SubmitJob", "GetJob", "ListJobs", "CancelJob", "WatchJob", "DownloadModel",
@@ -96,7 +97,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             )
         except AddressTaken as err:
             abort(context, grpc.StatusCode.ALREADY_EXISTS, str(err))
-        return pb.RegisterPartyResponse(heartbeat_interval_s=self._heartbeat_interval_s, audit_head=self._head())
+        return pb.RegisterPartyResponse(heartbeat_interval=duration(self._heartbeat_interval_s), audit_head=self._head())
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
         self._caller_is(context, request.party_id)

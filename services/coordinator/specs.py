@@ -9,11 +9,16 @@ from __future__ import annotations
 import math
 import re
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
+
+from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
 
 from fedsuite.model_versions import LATEST, check_version
 from fedsuite.predict import checked_scores_path
-from fedsuite.translate import hetero_params
+from fedsuite.translate import duration, hetero_params, predict_steps, seconds
 
 MAX_ROUNDS = 100_000
 MAX_VECTOR_SIZE = 1 << 31
@@ -21,6 +26,9 @@ DEFAULT_MAX_ABS_WEIGHT = 1e6
 """No trained weight of a linear model or MLP comes near this; 3e38 (float32's edge) is an attack or a bug."""
 DEFAULT_MAX_PARTY_WEIGHT = 0.5
 """No party's FedAvg weight outweighs all the others' together, whatever row count it declares."""
+DEFAULT_ROUND_TIMEOUT_S = 120.0
+DEFAULT_STEP_TIMEOUT_S = 60.0
+MAX_TIMEOUT_S = 86_400.0
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -39,6 +47,7 @@ def normalise(spec: pb.JobSpec) -> pb.JobSpec:
     _require(kind is not None, "spec", "must set one job kind: horizontal, vertical or vertical_predict")
     result = pb.JobSpec()
     result.CopyFrom(spec)
+    _check_enums(result, "")
     if kind == "horizontal":
         _normalise_horizontal(result.horizontal)
     elif kind == "vertical":
@@ -63,6 +72,35 @@ def normalise(spec: pb.JobSpec) -> pb.JobSpec:
     return result
 
 
+def total_rounds(spec: pb.JobSpec) -> int:
+    """What JobEvent.total_rounds says for a (normalised) job: its rounds, max_iter epochs or predict steps."""
+    kind = spec.WhichOneof("kind")
+    if kind == "horizontal":
+        return spec.horizontal.rounds
+    if kind == "vertical":
+        return hetero_params(spec.vertical.params).max_iter
+    return predict_steps(bool(spec.vertical_predict.scores_path))
+
+
+def _check_enums(message: Message, where: str) -> None:
+    """Every enum field of ``message`` (recursively) holds a value its enum has: proto3 keeps unknown numbers."""
+    for field, value in message.ListFields():
+        path = where + field.name
+        if field.type == FieldDescriptor.TYPE_ENUM and value not in field.enum_type.values_by_number:
+            allowed = ", ".join(v.name for v in field.enum_type.values[1:])
+            raise SpecError(f"{path} must be one of {allowed} (got {value})")
+        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name.startswith("fedsuite."):
+            for item in value if field.is_repeated else [value]:
+                _check_enums(item, path + ".")
+
+
+def _timeout(value: Duration, default_s: float, field: str) -> None:
+    """An unset or zero timeout takes ``default_s``; others must be in (0, MAX_TIMEOUT_S] seconds."""
+    _require(0 <= seconds(value) <= MAX_TIMEOUT_S, field, f"must be in (0, {MAX_TIMEOUT_S:g}] s (got {seconds(value):g} s)")
+    if not seconds(value):
+        value.CopyFrom(duration(default_s))
+
+
 def _check_version(version: str, field: str) -> None:
     """An unset version is fine (train: the next number; predict: the newest)."""
     if version:
@@ -79,8 +117,7 @@ def _normalise_parties(v: pb.VerticalJobSpec | pb.VerticalPredictSpec, f: str) -
              "must be distinct parties other than the guest")
     _require(bool(v.guest_dataset), f + "guest_dataset", "must name the guest's dataset")
     _require(bool(v.host_dataset), f + "host_dataset", "must name the hosts' dataset")
-    _require(math.isfinite(v.step_timeout_s) and 0 <= v.step_timeout_s <= 86_400, f + "step_timeout_s",
-             f"must be in [0, 86400] (got {v.step_timeout_s})")
+    _timeout(v.step_timeout, DEFAULT_STEP_TIMEOUT_S, f + "step_timeout")
 
 
 def _normalise_horizontal(h: pb.HorizontalJobSpec) -> None:
@@ -97,18 +134,14 @@ def _normalise_horizontal(h: pb.HorizontalJobSpec) -> None:
         math.isfinite(h.learning_rate) and 0 < h.learning_rate <= 100,
         f + "learning_rate", f"must be in (0, 100] (got {h.learning_rate})",
     )
-    if h.penalty == pb.PENALTY_UNSPECIFIED:
-        h.penalty = pb.PENALTY_NONE
+    if h.penalty == common_pb2.PENALTY_UNSPECIFIED:
+        h.penalty = common_pb2.PENALTY_NONE
     _require(math.isfinite(h.alpha) and h.alpha >= 0, f + "alpha", f"must be >= 0 (got {h.alpha})")
     h.min_parties = h.min_parties or 2
     _require(0 < h.min_parties <= 10_000, f + "min_parties", f"must be in 1..10000 (got {h.min_parties})")
     h.fraction = h.fraction or 1.0
     _require(0 < h.fraction <= 1, f + "fraction", f"must be in (0, 1] (got {h.fraction})")
-    h.round_timeout_s = h.round_timeout_s or 120.0
-    _require(
-        math.isfinite(h.round_timeout_s) and 0 < h.round_timeout_s <= 86_400,
-        f + "round_timeout_s", f"must be in (0, 86400] (got {h.round_timeout_s})",
-    )
+    _timeout(h.round_timeout, DEFAULT_ROUND_TIMEOUT_S, f + "round_timeout")
     if not h.HasField("max_round_retries"):
         h.max_round_retries = 2
     _require(0 <= h.max_round_retries <= 100, f + "max_round_retries", f"must be in 0..100 (got {h.max_round_retries})")

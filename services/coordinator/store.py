@@ -21,6 +21,9 @@ import numpy as np
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.proto import vertical_pb2
 
+from fedsuite.coordinator.specs import total_rounds
+from fedsuite.translate import timestamp
+
 TERMINAL_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
 
 _SCHEMA = """
@@ -99,8 +102,8 @@ class SqliteStore:
             reason=reason,
             current_round=current_round,
             rounds=[pb.RoundMetrics.FromString(r[0]) for r in rounds],
-            created_at=created_at,
-            updated_at=updated_at,
+            created_at=timestamp(created_at),
+            updated_at=timestamp(updated_at),
         )
         if result is not None:
             job.vertical_result.ParseFromString(result)
@@ -245,7 +248,11 @@ class SqliteStore:
         stored = pb.JobEvent()
         stored.CopyFrom(event)
         stored.sequence = last + 1
-        stored.time = stored.time or time.time()
+        if not stored.HasField("time"):
+            stored.time.GetCurrentTime()
+        if not stored.total_rounds:  # every event says it, the final ones too
+            (spec,) = self._db.execute("SELECT spec FROM jobs WHERE job_id = ?", (event.job_id,)).fetchone()
+            stored.total_rounds = total_rounds(pb.JobSpec.FromString(spec))
         self._db.execute(
             "INSERT INTO events VALUES (?, ?, ?)", (event.job_id, stored.sequence, stored.SerializeToString())
         )

@@ -24,12 +24,12 @@ from fedcore.proto import vertical_pb2
 from fedcore.rpc import error_text
 
 from fedsuite.coordinator.job_context import JobContext, JobFailed
-from fedsuite.translate import hetero_params
+from fedsuite.coordinator.specs import DEFAULT_STEP_TIMEOUT_S
+from fedsuite.translate import duration, hetero_params, seconds
 from fedsuite.vertical_node import summary
 
 CALL_DEADLINE_S = 6 * 3600.0
 """Deadline of one node's RunVertical call; steps inside have their own, much shorter, timeouts."""
-DEFAULT_STEP_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class VerticalJob:
         started = time.monotonic()
         train = self.spec.WhichOneof("kind") == "vertical"
         body = self.spec.vertical if train else self.spec.vertical_predict
-        nodes = self.participants(body.guest, list(body.hosts), train, body.step_timeout_s or DEFAULT_STEP_TIMEOUT_S)
+        nodes = self.participants(body.guest, list(body.hosts), train, self.step_timeout_s)
         exchange_id = f"{self.ctx.job_id}.{uuid.uuid4().hex[:8]}"  # fresh per run: a restarted job never sees old messages
         self.ctx.store.set_progress(self.ctx.job_id, 0)  # a rerun (after a restart or a resume) trains from the start
         self.ctx.event(pb.JOB_EVENT_TYPE_STARTED, parties=[n.node_id for n in nodes], total_rounds=self.total_epochs,
@@ -71,8 +71,15 @@ class VerticalJob:
                                f"{guest.intersection} aligned training rows: {summary(guest.metrics)}")
         telemetry.record_model_metrics(body.guest, self.ctx.job_id, guest.metrics)
         telemetry.record_global_metrics(self.ctx.job_id, guest.metrics)  # only the guest holds labels
-        guest.seconds = time.monotonic() - started
+        guest.duration.CopyFrom(duration(time.monotonic() - started))
         return guest
+
+    @property
+    def step_timeout_s(self) -> float:
+        """The job's step_timeout in seconds (normalise() fills in the default; a job stored
+        before step_timeout was a Duration has none)."""
+        body = self.spec.vertical if self.spec.HasField("vertical") else self.spec.vertical_predict
+        return seconds(body.step_timeout) or DEFAULT_STEP_TIMEOUT_S
 
     @property
     def total_epochs(self) -> int:
@@ -110,7 +117,7 @@ class VerticalJob:
             kind=vertical_pb2.VERTICAL_KIND_TRAIN if train else vertical_pb2.VERTICAL_KIND_PREDICT,
             peers={n.node_id: n.address for n in nodes if n.node_id != node.node_id},
             dataset=body.guest_dataset if node.role == vertical_pb2.VERTICAL_ROLE_GUEST else body.host_dataset,
-            step_timeout_s=body.step_timeout_s or DEFAULT_STEP_TIMEOUT_S,
+            step_timeout=duration(self.step_timeout_s),
             model_id=body.model_id or self.ctx.job_id, model_version=body.model_version,
         )
         if train:

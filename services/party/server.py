@@ -21,6 +21,7 @@ from fedsuite.party.vertical import VerticalParty
 from fedsuite.party.servicer import POLICY, PartyServicer
 from fedsuite.party.work import LocalWork
 from fedsuite.tlsconfig import tls_files
+from fedsuite.translate import seconds
 from fedsuite.vertical_node import VerticalEndpoint
 
 ROLES = {"guest": common_pb2.PARTY_ROLE_GUEST, "host": common_pb2.PARTY_ROLE_HOST}
@@ -99,7 +100,7 @@ class Party:
             try:
                 if not self.registered.is_set():
                     reply = stub.RegisterParty(self._registration(), timeout=timeout)
-                    interval = reply.heartbeat_interval_s or interval
+                    interval = seconds(reply.heartbeat_interval) or interval
                     self.registered.set()
                     log.info("registered", coordinator=self._config.coordinator, address=self.address)
                     self._witness(reply.audit_head)

@@ -18,7 +18,7 @@ from fedcore.vertical.hetero_lr import (
 from fedsuite.party.models import ModelStore
 from fedsuite.party.work import LocalWork, TaskMismatch
 from fedsuite.predict import checked_scores_path, write_scores
-from fedsuite.translate import hetero_params
+from fedsuite.translate import duration, hetero_params, predict_steps
 from fedsuite.vertical_node import Report, job_label, summary
 
 
@@ -60,8 +60,10 @@ class VerticalParty:
             version = self._models.save(model_id, {"role": "host", **host_model.to_dict()}, task.model_version)
         return vertical_pb2.VerticalResult(
             epochs=outcome.epochs, converged=outcome.converged, losses=outcome.losses,
-            intersection=outcome.intersection, align_seconds=outcome.align_seconds, model_id=model_id,
-            model_version=version, metrics=outcome.metrics, seconds=time.monotonic() - started,
+            intersection=outcome.intersection, align_duration=duration(outcome.align_seconds),
+            model_id=model_id,
+            model_version=version, metrics=outcome.metrics,
+            duration=duration(time.monotonic() - started),
         )
 
     def predict(self, task: vertical_pb2.VerticalTask, ctx: FederationContext, report: Report) -> vertical_pb2.VerticalResult:
@@ -75,7 +77,7 @@ class VerticalParty:
                 raise TaskMismatch(f"model {task.model_id} v{version} on this party is a host model")
             scores_file = self._scores_dir / checked_scores_path(task.scores_path) if task.scores_path else None
             X, y, ids = self._rows(task, need_labels=False)
-            steps = 3 if scores_file else 2
+            steps = predict_steps(scores_file is not None)
 
             def step(number: int, message: str) -> None:
                 report(vertical_pb2.VerticalProgress(step=number, total_steps=steps, message=message))
@@ -98,7 +100,7 @@ class VerticalParty:
                 raise TaskMismatch(f"model {task.model_id} v{version} on this party is a guest model")
             X, _, ids = self._rows(task, need_labels=False)
             result.n_scored = predict_host(ctx, HostModel.from_dict(document), X, ids, task.guest)
-        result.seconds = time.monotonic() - started
+        result.duration.CopyFrom(duration(time.monotonic() - started))
         return result
 
     @staticmethod

@@ -177,7 +177,7 @@ def test_unknown_job_is_not_found_everywhere(pki: Path, coordinator: Coordinator
 def _task(**changes: object) -> party_pb2.TrainTask:
     task = party_pb2.TrainTask(job_id="job-1", round=1, dataset="breast",
                                model=pb.ModelSpec(type=pb.MODEL_TYPE_LOGISTIC_REGRESSION), n_features=30, n_classes=2,
-                               local_epochs=1, batch_size=16, learning_rate=0.1, penalty=pb.PENALTY_NONE)
+                               local_epochs=1, batch_size=16, learning_rate=0.1, penalty=common_pb2.PENALTY_NONE)
     for key, value in changes.items():
         setattr(task, key, value)
     return task

@@ -23,6 +23,7 @@ from fedsuite.cli import build_parser
 from fedsuite.demo import GUEST, HOST, PARTIES, prepare_vertical_data
 from fedsuite.jobfile import parse_job_spec
 from fedsuite.local import LocalFederation
+from fedsuite.translate import unix
 from tests.conftest import NODES, breast_dataset
 from tests.integration.test_grpcurl_and_cli import fedsuite
 
@@ -91,7 +92,7 @@ def test_job_list_shows_start_time_kind_state_rounds_and_latest_auc(
     for job_id, cells in expected.items():
         line = lines[job_id]
         job = next(j for j in jobs.values() if j.job_id == job_id)
-        assert local_second(job.created_at) in line and "SUCCEEDED" in line
+        assert local_second(unix(job.created_at)) in line and "SUCCEEDED" in line
         for cell in cells:
             assert cell in line, (cell, line)
     assert "\x1b" not in listed.stdout
@@ -104,7 +105,7 @@ def test_job_get_prints_a_summary_with_iso_times_and_a_table_of_rounds(
     got = fedsuite(federation, "job", "get", h.job_id)
     assert got.returncode == 0, got.stderr
     out = got.stdout
-    created = datetime.fromtimestamp(h.created_at).astimezone().isoformat(timespec="seconds")
+    created = datetime.fromtimestamp(unix(h.created_at)).astimezone().isoformat(timespec="seconds")
     for fact in ("name      h-job", "kind      horizontal", "state     SUCCEEDED", f"progress  {ROUNDS}/{ROUNDS}",
                  f"created   {created}", "updated   "):
         assert re.search(rf"^{re.escape(fact).replace(' ', ' +')}", out, re.M), (fact, out)
@@ -134,7 +135,7 @@ def test_job_get_json_keeps_field_names_and_gives_iso_timestamps(
     assert values["spec"]["horizontal"]["dataset"] == "breast"
     for field in ("created_at", "updated_at"):
         parsed = datetime.fromisoformat(values[field])
-        assert parsed.utcoffset() is not None and abs(parsed.timestamp() - getattr(h, field)) < 0.001
+        assert parsed.utcoffset() is not None and abs(parsed.timestamp() - unix(getattr(h, field))) < 1e-6
 
 
 def test_version_is_the_installed_package_version() -> None:

@@ -88,7 +88,7 @@ def test_client_runs_a_job_to_success_and_reports_refusals(
     assert (spec.dataset, spec.model.type, spec.rounds, spec.local_epochs, spec.batch_size) == (
         "breast", pb.MODEL_TYPE_LOGISTIC_REGRESSION, 2, 1, 16)
     assert (spec.learning_rate, spec.penalty, spec.alpha, spec.min_parties, spec.fraction, spec.seed) == (
-        0.05, pb.PENALTY_L2, 0.001, 2, 1.0, 42)
+        0.05, common_pb2.PENALTY_L2, 0.001, 2, 1.0, 42)
     assert [words[1:3] for words in printed(ran.stdout, "event")] == [
         [str(e.sequence), pb.JobEventType.Name(e.type)] for e in events
     ]

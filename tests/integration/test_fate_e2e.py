@@ -23,6 +23,7 @@ from fedcore.tls import TlsFiles
 from fedsuite.demo import GUEST, HOST, prepare_vertical_data
 from fedsuite.jobfile import parse_job_spec
 from fedsuite.local import LocalFederation
+from fedsuite.translate import duration
 
 CLI_TIMEOUT_S = 180
 ROLES = {"guest": [9999], "host": [10000], "arbiter": [10000]}
@@ -130,7 +131,7 @@ def test_fate_conf_trains_through_the_cli_and_predicts_by_string_version(federat
     task = vertical_pb2.VerticalTask(
         job_id="direct.1", kind=vertical_pb2.VERTICAL_KIND_PREDICT, role=vertical_pb2.VERTICAL_ROLE_GUEST,
         guest=GUEST, hosts=[HOST], peers={HOST: federation.nodes[HOST].address}, dataset="breast_guest",
-        step_timeout_s=5, model_id=job.job_id, model_version="v9")
+        step_timeout=duration(5), model_id=job.job_id, model_version="v9")
     channel = make_channel(federation.nodes[GUEST].address, TlsFiles.in_dir(federation.certs, "coordinator"))
     try:
         call = channel.unary_stream("/fedsuite.v1.Party/RunVertical",

@@ -18,6 +18,7 @@ from fedsuite.demo import (
 )
 from fedsuite.jobfile import parse_job_spec
 from fedsuite.local import LocalFederation
+from fedsuite.translate import duration
 from tests.conftest import breast_dataset
 
 TERMINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
@@ -32,7 +33,7 @@ def start_parties(federation: LocalFederation, breast_dir: Path, parties: tuple[
 def job(rounds: int, min_parties: int = 3, timeout_s: float = 30, retries: int = 2, epochs: int = 2) -> pb.JobSpec:
     spec = horizontal_job(rounds)
     spec.horizontal.min_parties = min_parties
-    spec.horizontal.round_timeout_s = timeout_s
+    spec.horizontal.round_timeout.CopyFrom(duration(timeout_s))
     spec.horizontal.max_round_retries = retries
     spec.horizontal.local_epochs = epochs
     return spec

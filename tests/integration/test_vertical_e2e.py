@@ -36,6 +36,7 @@ from fedsuite.client import CoordinatorAdmin
 from fedsuite.coordinator import Coordinator, CoordinatorConfig
 from fedsuite.jobfile import parse_job_spec
 from fedsuite.party import Party, PartyConfig
+from fedsuite.translate import unix
 from tests.conftest import tls, tls_config
 
 GUEST, HOSTS = "party-a", ("party-b", "party-c")
@@ -153,7 +154,7 @@ def test_one_guest_two_hosts_match_centralized_and_nodes_receive_only_what_the_p
     epochs = [e for e in events if e.type == pb.JOB_EVENT_TYPE_ROUND_COMMITTED]
     assert [e.round for e in epochs] == list(range(1, result.epochs + 1))
     assert [e.metrics.train_loss for e in epochs] == pytest.approx(list(result.losses))
-    assert events[-1].type == pb.JOB_EVENT_TYPE_SUCCEEDED and all(e.time <= events[-1].time for e in epochs)
+    assert events[-1].type == pb.JOB_EVENT_TYPE_SUCCEEDED and all(unix(e.time) <= unix(events[-1].time) for e in epochs)
     assert scored.vertical_result.n_scored == split["intersection"]
     auc = scored.vertical_result.metrics["auc"]
     assert abs(auc - split["central_auc"]) <= 0.005, (auc, split["central_auc"])
@@ -191,7 +192,7 @@ def test_host_that_disconnects_mid_training_fails_the_job_fast_and_a_rerun_finis
         failed = client.wait(job_id, 60)
         assert failed.state == pb.JOB_STATE_FAILED
         assert HOSTS[1] in failed.reason, failed.reason
-        assert failed.updated_at - failed.created_at < 45
+        assert unix(failed.updated_at) - unix(failed.created_at) < 45
         # the host comes back; the same job submitted again runs to the end
         nodes.parties[HOSTS[1]] = start_party(pki, split, nodes.coordinator, HOSTS[1])
         # (the rerun uses the default key sizes, 2048-bit Paillier and RSA: the suite's default-size run)

@@ -24,6 +24,7 @@ from rich.console import Console
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from fedcore.data import DatasetConfig, load_dataset
+from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
 from fedcore.proto import vertical_pb2
 from fedcore.vertical import GuestModel, HostModel
@@ -31,6 +32,7 @@ from fedcore.vertical import GuestModel, HostModel
 from fedsuite.demo import GUEST, HOST, VERTICAL_PARAMS, prepare_vertical_data
 from fedsuite.local import LocalFederation
 from fedsuite.progress import follow_job
+from fedsuite.translate import duration
 from tests.conftest import NODES
 
 MAX_ITER = 6
@@ -63,8 +65,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
                                role="host")
         federation.wait_for_parties([GUEST, HOST])
         spec = pb.JobSpec(vertical=vertical_pb2.VerticalJobSpec(
-            guest=GUEST, hosts=[HOST], guest_dataset="g", host_dataset="h", step_timeout_s=30,
-            params=vertical_pb2.HeteroLRParams(**PARAMS)))
+            guest=GUEST, hosts=[HOST], guest_dataset="g", host_dataset="h", step_timeout=duration(30),
+            params=vertical_pb2.HeteroLRParams(**{  # the wire's enums for VERTICAL_PARAMS' FATE spellings
+                **PARAMS, "penalty": common_pb2.PENALTY_L2, "optimizer": vertical_pb2.OPTIMIZER_NESTEROV_MOMENTUM_SGD,
+                "early_stop": vertical_pb2.EARLY_STOP_DIFF})))
         with federation.admin() as admin:
             job = admin.wait(admin.submit(spec), 240)
             events = list(admin.watch(job.job_id, 10))

@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from fedcore.config import load_config
+from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
+from fedcore.proto import vertical_pb2
 
 from fedsuite import cli
 from fedsuite.coordinator.specs import normalise
@@ -76,7 +78,7 @@ def test_fate_hetero_lr_conf_as_fate_ships_it() -> None:
                    "learning_rate": 0.15, "max_iter": 30, "early_stop": "diff", "decay": 1.0, "decay_sqrt": True,
                    "init_method": "zeros", "fit_intercept": True, "key_length": 1024, "psi_key_length": 1024}}}
     spec = normalise(parse_job_spec(translation.job))
-    assert spec.vertical.params.key_length == 1024 and spec.vertical.params.init_method == "zeros"
+    assert spec.vertical.params.key_length == 1024 and spec.vertical.params.init_method == vertical_pb2.INIT_METHOD_ZEROS
     notes = "\n".join(translation.notes)
     assert "hetero_lr_0: cv_param, sqn_param not applied" in notes
     assert "FATE's arbiter 10000 is not mapped" in notes
@@ -182,7 +184,7 @@ def test_homo_lr_conf_becomes_a_horizontal_job() -> None:
         "batch_size": 0, "learning_rate": 0.15, "penalty": "l2", "alpha": 0.01, "min_parties": 2,
         "standardize": False}}
     h = normalise(loaded.spec).horizontal
-    assert (h.rounds, h.penalty, h.secure_aggregation) == (30, pb.PENALTY_L2, pb.SECURE_AGGREGATION_NONE)
+    assert (h.rounds, h.penalty, h.secure_aggregation) == (30, common_pb2.PENALTY_L2, pb.SECURE_AGGREGATION_NONE)
     notes = "\n".join(loaded.notes)
     assert "homo_lr_0: tol, init_param, early_stop, decay, decay_sqrt not applied" in notes
     assert "optimizer" not in notes  # sgd is what fedsuite does

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
 
 from fedsuite.coordinator.specs import MAX_ROUNDS, SpecError, normalise
 from fedsuite.jobfile import JobFileError, load_job_spec, parse_job_spec
+from fedsuite.translate import duration, seconds
 
 JOB_YAML = """
 name: breast-lr
@@ -57,7 +59,7 @@ def test_load_job_file_with_short_enum_names(tmp_path: Path) -> None:
         horizontal=pb.HorizontalJobSpec(
             dataset="breast",
             model=pb.ModelSpec(type=pb.MODEL_TYPE_LOGISTIC_REGRESSION),
-            penalty=pb.PENALTY_L2,
+            penalty=common_pb2.PENALTY_L2,
             alpha=0.01,
             rounds=5,
         ),
@@ -82,7 +84,7 @@ def test_model_type_short_full_and_numeric(written: Any, model_type: int) -> Non
 
 @pytest.mark.parametrize(
     ("written", "penalty"),
-    [("none", pb.PENALTY_NONE), ("l2", pb.PENALTY_L2), ("L1", pb.PENALTY_L1), ("PENALTY_L2", pb.PENALTY_L2)],
+    [("none", common_pb2.PENALTY_NONE), ("l2", common_pb2.PENALTY_L2), ("L1", common_pb2.PENALTY_L1), ("PENALTY_L2", common_pb2.PENALTY_L2)],
 )
 def test_penalty_short_and_full(written: str, penalty: int) -> None:
     assert parse_job_spec(_job(penalty=written)).horizontal.penalty == penalty
@@ -164,8 +166,10 @@ def test_rounds_ten_through_the_real_cli_is_one_sentence(tmp_path: Path) -> None
 
 
 def test_numbers_yaml_leaves_as_text_and_special_floats() -> None:
-    h = parse_job_spec(_job(learning_rate="1e-05", alpha="NaN", round_timeout_s="Infinity")).horizontal
-    assert h.learning_rate == pytest.approx(1e-5) and math.isnan(h.alpha) and math.isinf(h.round_timeout_s)
+    h = parse_job_spec(_job(learning_rate="1e-05", alpha="NaN", round_timeout_s="2.5e1")).horizontal
+    assert h.learning_rate == pytest.approx(1e-5) and math.isnan(h.alpha) and seconds(h.round_timeout) == 25.0
+    with pytest.raises(JobFileError, match=r"^horizontal\.round_timeout_s: expected a number of seconds, got inf$"):
+        parse_job_spec(_job(round_timeout_s="Infinity"))  # a Duration cannot be infinite
 
 
 def test_two_job_kinds_refused() -> None:
@@ -196,11 +200,11 @@ def test_defaults_filled() -> None:
     assert h.local_epochs == 1
     assert h.batch_size == 0
     assert h.learning_rate == pytest.approx(0.1)
-    assert h.penalty == pb.PENALTY_NONE
+    assert h.penalty == common_pb2.PENALTY_NONE
     assert h.alpha == 0.0
     assert h.min_parties == 2
     assert h.fraction == 1.0
-    assert h.round_timeout_s == 120.0
+    assert h.round_timeout == duration(120)
     assert h.HasField("max_round_retries") and h.max_round_retries == 2
     assert h.HasField("standardize") and h.standardize is True
     assert h.HasField("evaluate_every") and h.evaluate_every == 1
@@ -221,8 +225,8 @@ def test_given_values_kept() -> None:
     h = _normalised(rounds=3, local_epochs=4, batch_size=32, learning_rate=0.5, penalty="l1", alpha=0.2,
                     min_parties=5, fraction=0.5, round_timeout_s=30, seed=7)
     assert (h.rounds, h.local_epochs, h.batch_size, h.min_parties, h.seed) == (3, 4, 32, 5, 7)
-    assert (h.learning_rate, h.alpha, h.fraction, h.round_timeout_s) == (0.5, 0.2, 0.5, 30.0)
-    assert h.penalty == pb.PENALTY_L1
+    assert (h.learning_rate, h.alpha, h.fraction, seconds(h.round_timeout)) == (0.5, 0.2, 0.5, 30.0)
+    assert h.penalty == common_pb2.PENALTY_L1
 
 
 def test_explicit_zeros_of_optional_fields_kept() -> None:
@@ -271,8 +275,8 @@ def test_mlp_default_and_given_hidden_units() -> None:
         ({"min_parties": -1}, r"horizontal\.min_parties must be in 1\.\.10000"),
         ({"fraction": -0.5}, r"horizontal\.fraction must be in \(0, 1\] \(got -0\.5\)"),
         ({"fraction": 1.5}, r"horizontal\.fraction must be in \(0, 1\] \(got 1\.5\)"),
-        ({"round_timeout_s": -1}, r"horizontal\.round_timeout_s must be in \(0, 86400\]"),
-        ({"round_timeout_s": "Infinity"}, r"horizontal\.round_timeout_s must be in \(0, 86400\] \(got inf\)"),
+        ({"round_timeout_s": -1}, r"horizontal\.round_timeout must be in \(0, 86400\] s \(got -1 s\)"),
+        ({"round_timeout_s": 86_401}, r"horizontal\.round_timeout must be in \(0, 86400\] s \(got 86401 s\)"),
         ({"max_round_retries": -1}, r"horizontal\.max_round_retries must be in 0\.\.100 \(got -1\)"),
         ({"max_round_retries": 101}, r"horizontal\.max_round_retries must be in 0\.\.100 \(got 101\)"),
         ({"evaluate_every": -1}, r"horizontal\.evaluate_every must be >= 0 \(got -1\)"),

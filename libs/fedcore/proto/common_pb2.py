@@ -25,15 +25,18 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64suite/v1/common.proto\x12\x0b\x66\x65\x64suite.v1\"M\n\x0b\x45valMetrics\x12\x0c\n\x04loss\x18\x01 \x01(\x01\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x0b\n\x03\x61uc\x18\x03 \x01(\x01\x12\x11\n\tn_samples\x18\x04 \x01(\x03\"*\n\tAuditHead\x12\x0f\n\x07records\x18\x01 \x01(\x04\x12\x0c\n\x04hash\x18\x02 \x01(\t\"g\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06n_rows\x18\x02 \x01(\x03\x12\x13\n\x0bn_eval_rows\x18\x03 \x01(\x03\x12\x12\n\nn_features\x18\x04 \x01(\x05\x12\x11\n\thas_label\x18\x05 \x01(\x08*R\n\tPartyRole\x12\x1a\n\x16PARTY_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10PARTY_ROLE_GUEST\x10\x01\x12\x13\n\x0fPARTY_ROLE_HOST\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64suite/v1/common.proto\x12\x0b\x66\x65\x64suite.v1\"M\n\x0b\x45valMetrics\x12\x0c\n\x04loss\x18\x01 \x01(\x01\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x0b\n\x03\x61uc\x18\x03 \x01(\x01\x12\x11\n\tn_samples\x18\x04 \x01(\x03\"*\n\tAuditHead\x12\x0f\n\x07records\x18\x01 \x01(\x04\x12\x0c\n\x04hash\x18\x02 \x01(\t\"g\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06n_rows\x18\x02 \x01(\x03\x12\x13\n\x0bn_eval_rows\x18\x03 \x01(\x03\x12\x12\n\nn_features\x18\x04 \x01(\x05\x12\x11\n\thas_label\x18\x05 \x01(\x08*R\n\tPartyRole\x12\x1a\n\x16PARTY_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10PARTY_ROLE_GUEST\x10\x01\x12\x13\n\x0fPARTY_ROLE_HOST\x10\x02*T\n\x07Penalty\x12\x17\n\x13PENALTY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPENALTY_NONE\x10\x01\x12\x0e\n\nPENALTY_L2\x10\x02\x12\x0e\n\nPENALTY_L1\x10\x03\x42\x8d\x01\n\x0f\x64\x65v.fedsuite.v1B\x0b\x43ommonProtoP\x01Z:github.com/fedsuite/fedsuite/gen/go/fedsuite/v1;fedsuitev1\xa2\x02\x03\x46SX\xaa\x02\x0b\x46\x65\x64suite.V1\xca\x02\x0b\x46\x65\x64suite\\V1\xea\x02\x0c\x46\x65\x64suite::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedsuite.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.fedsuite.v1B\013CommonProtoP\001Z:github.com/fedsuite/fedsuite/gen/go/fedsuite/v1;fedsuitev1\242\002\003FSX\252\002\013Fedsuite.V1\312\002\013Fedsuite\\V1\352\002\014Fedsuite::V1'
   _globals['_PARTYROLE']._serialized_start=269
   _globals['_PARTYROLE']._serialized_end=351
+  _globals['_PENALTY']._serialized_start=353
+  _globals['_PENALTY']._serialized_end=437
   _globals['_EVALMETRICS']._serialized_start=41
   _globals['_EVALMETRICS']._serialized_end=118
   _globals['_AUDITHEAD']._serialized_start=120

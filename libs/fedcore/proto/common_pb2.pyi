@@ -11,9 +11,20 @@ class PartyRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PARTY_ROLE_UNSPECIFIED: _ClassVar[PartyRole]
     PARTY_ROLE_GUEST: _ClassVar[PartyRole]
     PARTY_ROLE_HOST: _ClassVar[PartyRole]
+
+class Penalty(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PENALTY_UNSPECIFIED: _ClassVar[Penalty]
+    PENALTY_NONE: _ClassVar[Penalty]
+    PENALTY_L2: _ClassVar[Penalty]
+    PENALTY_L1: _ClassVar[Penalty]
 PARTY_ROLE_UNSPECIFIED: PartyRole
 PARTY_ROLE_GUEST: PartyRole
 PARTY_ROLE_HOST: PartyRole
+PENALTY_UNSPECIFIED: Penalty
+PENALTY_NONE: Penalty
+PENALTY_L2: Penalty
+PENALTY_L1: Penalty
 
 class EvalMetrics(_message.Message):
     __slots__ = ("loss", "accuracy", "auc", "n_samples")

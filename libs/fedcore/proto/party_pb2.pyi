@@ -60,14 +60,14 @@ class TrainTask(_message.Message):
     local_epochs: int
     batch_size: int
     learning_rate: float
-    penalty: _coordinator_pb2.Penalty
+    penalty: _common_pb2.Penalty
     alpha: float
     seed: int
     feature_mean: _containers.RepeatedScalarFieldContainer[float]
     feature_scale: _containers.RepeatedScalarFieldContainer[float]
     paillier_n: bytes
     paillier_exponent: int
-    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., dataset: _Optional[str] = ..., model: _Optional[_Union[_coordinator_pb2.ModelSpec, _Mapping]] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[_coordinator_pb2.Penalty, str]] = ..., alpha: _Optional[float] = ..., seed: _Optional[int] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_scale: _Optional[_Iterable[float]] = ..., paillier_n: _Optional[bytes] = ..., paillier_exponent: _Optional[int] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., dataset: _Optional[str] = ..., model: _Optional[_Union[_coordinator_pb2.ModelSpec, _Mapping]] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[_common_pb2.Penalty, str]] = ..., alpha: _Optional[float] = ..., seed: _Optional[int] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_scale: _Optional[_Iterable[float]] = ..., paillier_n: _Optional[bytes] = ..., paillier_exponent: _Optional[int] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("task", "global_chunk")

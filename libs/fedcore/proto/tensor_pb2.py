@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64suite/v1/tensor.proto\x12\x0b\x66\x65\x64suite.v1\"\xf6\x01\n\x0bTensorChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\r\x12\x14\n\x0ctensor_count\x18\x02 \x01(\r\x12!\n\x05\x64type\x18\x03 \x01(\x0e\x32\x12.fedsuite.v1.DType\x12\r\n\x05shape\x18\x04 \x03(\x03\x12-\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1b.fedsuite.v1.TensorEncoding\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x08 \x01(\x0c\x12\x15\n\relement_bytes\x18\t \x01(\r\x12\x10\n\x08\x65xponent\x18\n \x01(\x05*g\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x0f\n\x0b\x44TYPE_INT64\x10\x03\x12\x10\n\x0c\x44TYPE_UINT64\x10\x04*\x86\x01\n\x0eTensorEncoding\x12\x1f\n\x1bTENSOR_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n\x13TENSOR_ENCODING_RAW\x10\x01\x12\x1c\n\x18TENSOR_ENCODING_RING_U64\x10\x02\x12\x1c\n\x18TENSOR_ENCODING_PAILLIER\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64suite/v1/tensor.proto\x12\x0b\x66\x65\x64suite.v1\"\xf6\x01\n\x0bTensorChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\r\x12\x14\n\x0ctensor_count\x18\x02 \x01(\r\x12!\n\x05\x64type\x18\x03 \x01(\x0e\x32\x12.fedsuite.v1.DType\x12\r\n\x05shape\x18\x04 \x03(\x03\x12-\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1b.fedsuite.v1.TensorEncoding\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x08 \x01(\x0c\x12\x15\n\relement_bytes\x18\t \x01(\r\x12\x10\n\x08\x65xponent\x18\n \x01(\x05*g\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x0f\n\x0b\x44TYPE_INT64\x10\x03\x12\x10\n\x0c\x44TYPE_UINT64\x10\x04*\x86\x01\n\x0eTensorEncoding\x12\x1f\n\x1bTENSOR_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n\x13TENSOR_ENCODING_RAW\x10\x01\x12\x1c\n\x18TENSOR_ENCODING_RING_U64\x10\x02\x12\x1c\n\x18TENSOR_ENCODING_PAILLIER\x10\x03\x42\x8d\x01\n\x0f\x64\x65v.fedsuite.v1B\x0bTensorProtoP\x01Z:github.com/fedsuite/fedsuite/gen/go/fedsuite/v1;fedsuitev1\xa2\x02\x03\x46SX\xaa\x02\x0b\x46\x65\x64suite.V1\xca\x02\x0b\x46\x65\x64suite\\V1\xea\x02\x0c\x46\x65\x64suite::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedsuite.v1.tensor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.fedsuite.v1B\013TensorProtoP\001Z:github.com/fedsuite/fedsuite/gen/go/fedsuite/v1;fedsuitev1\242\002\003FSX\252\002\013Fedsuite.V1\312\002\013Fedsuite\\V1\352\002\014Fedsuite::V1'
   _globals['_DTYPE']._serialized_start=290
   _globals['_DTYPE']._serialized_end=393
   _globals['_TENSORENCODING']._serialized_start=396

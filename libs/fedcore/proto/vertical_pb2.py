@@ -23,43 +23,52 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from fedcore.proto import common_pb2 as fedsuite_dot_v1_dot_common__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64suite/v1/vertical.proto\x12\x0b\x66\x65\x64suite.v1\"\xc4\x04\n\x0eHeteroLRParams\x12\x14\n\x07penalty\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x61lpha\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\toptimizer\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05\x64\x65\x63\x61y\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x17\n\ndecay_sqrt\x18\x06 \x01(\x08H\x05\x88\x01\x01\x12\x15\n\x08max_iter\x18\x07 \x01(\x05H\x06\x88\x01\x01\x12\x17\n\nbatch_size\x18\x08 \x01(\x05H\x07\x88\x01\x01\x12\x10\n\x03tol\x18\t \x01(\x01H\x08\x88\x01\x01\x12\x17\n\nearly_stop\x18\n \x01(\tH\t\x88\x01\x01\x12\x18\n\x0binit_method\x18\x0b \x01(\tH\n\x88\x01\x01\x12\x1a\n\rfit_intercept\x18\x0c \x01(\x08H\x0b\x88\x01\x01\x12\x17\n\nkey_length\x18\r \x01(\x05H\x0c\x88\x01\x01\x12\x11\n\x04seed\x18\x0e \x01(\x03H\r\x88\x01\x01\x12\x1b\n\x0epsi_key_length\x18\x0f \x01(\x05H\x0e\x88\x01\x01\x42\n\n\x08_penaltyB\x08\n\x06_alphaB\x0c\n\n_optimizerB\x10\n\x0e_learning_rateB\x08\n\x06_decayB\r\n\x0b_decay_sqrtB\x0b\n\t_max_iterB\r\n\x0b_batch_sizeB\x06\n\x04_tolB\r\n\x0b_early_stopB\x0e\n\x0c_init_methodB\x10\n\x0e_fit_interceptB\r\n\x0b_key_lengthB\x07\n\x05_seedB\x11\n\x0f_psi_key_length\"\xca\x01\n\x0fVerticalJobSpec\x12\r\n\x05guest\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\x12\x15\n\rguest_dataset\x18\x03 \x01(\t\x12\x14\n\x0chost_dataset\x18\x04 \x01(\t\x12+\n\x06params\x18\x05 \x01(\x0b\x32\x1b.fedsuite.v1.HeteroLRParams\x12\x16\n\x0estep_timeout_s\x18\x06 \x01(\x01\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x15\n\rmodel_version\x18\x08 \x01(\t\"\xbc\x01\n\x13VerticalPredictSpec\x12\r\n\x05guest\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\x12\x15\n\rguest_dataset\x18\x03 \x01(\t\x12\x14\n\x0chost_dataset\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x16\n\x0estep_timeout_s\x18\x07 \x01(\x01\x12\x13\n\x0bscores_path\x18\x08 \x01(\tJ\x04\x08\x06\x10\x07\"\xc2\x02\n\x0eVerticalResult\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12\x11\n\tconverged\x18\x02 \x01(\x08\x12\x0e\n\x06losses\x18\x03 \x03(\x01\x12\x14\n\x0cintersection\x18\x04 \x01(\x03\x12\x15\n\ralign_seconds\x18\x05 \x01(\x01\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x0c \x01(\t\x12\x39\n\x07metrics\x18\x08 \x03(\x0b\x32(.fedsuite.v1.VerticalResult.MetricsEntry\x12\x10\n\x08n_scored\x18\t \x01(\x03\x12\x0f\n\x07seconds\x18\n \x01(\x01\x12\x13\n\x0bscores_path\x18\x0b \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01J\x04\x08\x07\x10\x08\"\x9c\x03\n\x0cVerticalTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.fedsuite.v1.VerticalKind\x12\'\n\x04role\x18\x03 \x01(\x0e\x32\x19.fedsuite.v1.VerticalRole\x12\r\n\x05guest\x18\x04 \x01(\t\x12\r\n\x05hosts\x18\x05 \x03(\t\x12\x0f\n\x07\x61rbiter\x18\x06 \x01(\t\x12\x33\n\x05peers\x18\x07 \x03(\x0b\x32$.fedsuite.v1.VerticalTask.PeersEntry\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12+\n\x06params\x18\t \x01(\x0b\x32\x1b.fedsuite.v1.HeteroLRParams\x12\x16\n\x0estep_timeout_s\x18\n \x01(\x01\x12\x10\n\x08model_id\x18\x0b \x01(\t\x12\x15\n\rmodel_version\x18\x0e \x01(\t\x12\x13\n\x0bscores_path\x18\r \x01(\t\x1a,\n\nPeersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x0c\x10\r\"\x90\x01\n\x10VerticalProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x1b.fedsuite.v1.VerticalResult\x12\x0c\n\x04step\x18\x04 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x05\x12\x0f\n\x07message\x18\x06 \x01(\t\"O\n\rExchangeChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\"\x1f\n\x0b\x45xchangeAck\x12\x10\n\x08messages\x18\x01 \x01(\x05*a\n\x0cVerticalKind\x12\x1d\n\x19VERTICAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13VERTICAL_KIND_TRAIN\x10\x01\x12\x19\n\x15VERTICAL_KIND_PREDICT\x10\x02*y\n\x0cVerticalRole\x12\x1d\n\x19VERTICAL_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13VERTICAL_ROLE_GUEST\x10\x01\x12\x16\n\x12VERTICAL_ROLE_HOST\x10\x02\x12\x19\n\x15VERTICAL_ROLE_ARBITER\x10\x03\x32P\n\nFederation\x12\x42\n\x08\x45xchange\x12\x1a.fedsuite.v1.ExchangeChunk\x1a\x18.fedsuite.v1.ExchangeAck(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64suite/v1/vertical.proto\x12\x0b\x66\x65\x64suite.v1\x1a\x18\x66\x65\x64suite/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\"\xee\x04\n\x0eHeteroLRParams\x12%\n\x07penalty\x18\x10 \x01(\x0e\x32\x14.fedsuite.v1.Penalty\x12\x12\n\x05\x61lpha\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12)\n\toptimizer\x18\x11 \x01(\x0e\x32\x16.fedsuite.v1.Optimizer\x12\x1a\n\rlearning_rate\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05\x64\x65\x63\x61y\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\ndecay_sqrt\x18\x06 \x01(\x08H\x03\x88\x01\x01\x12\x15\n\x08max_iter\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12\x17\n\nbatch_size\x18\x08 \x01(\x05H\x05\x88\x01\x01\x12\x10\n\x03tol\x18\t \x01(\x01H\x06\x88\x01\x01\x12*\n\nearly_stop\x18\x12 \x01(\x0e\x32\x16.fedsuite.v1.EarlyStop\x12,\n\x0binit_method\x18\x13 \x01(\x0e\x32\x17.fedsuite.v1.InitMethod\x12\x1a\n\rfit_intercept\x18\x0c \x01(\x08H\x07\x88\x01\x01\x12\x17\n\nkey_length\x18\r \x01(\x05H\x08\x88\x01\x01\x12\x11\n\x04seed\x18\x0e \x01(\x03H\t\x88\x01\x01\x12\x1b\n\x0epsi_key_length\x18\x0f \x01(\x05H\n\x88\x01\x01\x42\x08\n\x06_alphaB\x10\n\x0e_learning_rateB\x08\n\x06_decayB\r\n\x0b_decay_sqrtB\x0b\n\t_max_iterB\r\n\x0b_batch_sizeB\x06\n\x04_tolB\x10\n\x0e_fit_interceptB\r\n\x0b_key_lengthB\x07\n\x05_seedB\x11\n\x0f_psi_key_lengthJ\x04\x08\x01\x10\x02J\x04\x08\x03\x10\x04J\x04\x08\n\x10\x0bJ\x04\x08\x0b\x10\x0c\"\xf9\x01\n\x0fVerticalJobSpec\x12\r\n\x05guest\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\x12\x15\n\rguest_dataset\x18\x03 \x01(\t\x12\x14\n\x0chost_dataset\x18\x04 \x01(\t\x12+\n\x06params\x18\x05 \x01(\x0b\x32\x1b.fedsuite.v1.HeteroLRParams\x12/\n\x0cstep_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12\x15\n\rmodel_version\x18\x08 \x01(\tJ\x04\x08\x06\x10\x07R\x0estep_timeout_s\"\xeb\x01\n\x13VerticalPredictSpec\x12\r\n\x05guest\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\x12\x15\n\rguest_dataset\x18\x03 \x01(\t\x12\x14\n\x0chost_dataset\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\t\x12/\n\x0cstep_timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bscores_path\x18\x08 \x01(\tJ\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08R\x0estep_timeout_s\"\x9e\x03\n\x0eVerticalResult\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12\x11\n\tconverged\x18\x02 \x01(\x08\x12\x0e\n\x06losses\x18\x03 \x03(\x01\x12\x14\n\x0cintersection\x18\x04 \x01(\x03\x12\x31\n\x0e\x61lign_duration\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x0c \x01(\t\x12\x39\n\x07metrics\x18\x08 \x03(\x0b\x32(.fedsuite.v1.VerticalResult.MetricsEntry\x12\x10\n\x08n_scored\x18\t \x01(\x03\x12+\n\x08\x64uration\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bscores_path\x18\x0b \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01J\x04\x08\x05\x10\x06J\x04\x08\n\x10\x0bJ\x04\x08\x07\x10\x08R\ralign_secondsR\x07seconds\"\xcb\x03\n\x0cVerticalTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.fedsuite.v1.VerticalKind\x12\'\n\x04role\x18\x03 \x01(\x0e\x32\x19.fedsuite.v1.VerticalRole\x12\r\n\x05guest\x18\x04 \x01(\t\x12\r\n\x05hosts\x18\x05 \x03(\t\x12\x0f\n\x07\x61rbiter\x18\x06 \x01(\t\x12\x33\n\x05peers\x18\x07 \x03(\x0b\x32$.fedsuite.v1.VerticalTask.PeersEntry\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12+\n\x06params\x18\t \x01(\x0b\x32\x1b.fedsuite.v1.HeteroLRParams\x12/\n\x0cstep_timeout\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08model_id\x18\x0b \x01(\t\x12\x15\n\rmodel_version\x18\x0e \x01(\t\x12\x13\n\x0bscores_path\x18\r \x01(\t\x1a,\n\nPeersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\n\x10\x0bJ\x04\x08\x0c\x10\rR\x0estep_timeout_s\"\x90\x01\n\x10VerticalProgress\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x1b.fedsuite.v1.VerticalResult\x12\x0c\n\x04step\x18\x04 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x05\x12\x0f\n\x07message\x18\x06 \x01(\t\"O\n\rExchangeChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\"\x1f\n\x0b\x45xchangeAck\x12\x10\n\x08messages\x18\x01 \x01(\x05*\xa0\x01\n\tOptimizer\x12\x19\n\x15OPTIMIZER_UNSPECIFIED\x10\x00\x12\x11\n\rOPTIMIZER_SGD\x10\x01\x12\x12\n\x0eOPTIMIZER_ADAM\x10\x02\x12\x15\n\x11OPTIMIZER_RMSPROP\x10\x03\x12\x15\n\x11OPTIMIZER_ADAGRAD\x10\x04\x12#\n\x1fOPTIMIZER_NESTEROV_MOMENTUM_SGD\x10\x05*l\n\tEarlyStop\x12\x1a\n\x16\x45\x41RLY_STOP_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45\x41RLY_STOP_DIFF\x10\x01\x12\x12\n\x0e\x45\x41RLY_STOP_ABS\x10\x02\x12\x1a\n\x16\x45\x41RLY_STOP_WEIGHT_DIFF\x10\x03*\x95\x01\n\nInitMethod\x12\x1b\n\x17INIT_METHOD_UNSPECIFIED\x10\x00\x12\x15\n\x11INIT_METHOD_ZEROS\x10\x01\x12\x1e\n\x1aINIT_METHOD_RANDOM_UNIFORM\x10\x02\x12\x1d\n\x19INIT_METHOD_RANDOM_NORMAL\x10\x03\x12\x14\n\x10INIT_METHOD_ONES\x10\x04*a\n\x0cVerticalKind\x12\x1d\n\x19VERTICAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13VERTICAL_KIND_TRAIN\x10\x01\x12\x19\n\x15VERTICAL_KIND_PREDICT\x10\x02*y\n\x0cVerticalRole\x12\x1d\n\x19VERTICAL_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13VERTICAL_ROLE_GUEST\x10\x01\x12\x16\n\x12VERTICAL_ROLE_HOST\x10\x02\x12\x19\n\x15VERTICAL_ROLE_ARBITER\x10\x03\x32P\n\nFederation\x12\x42\n\x08\x45xchange\x12\x1a.fedsuite.v1.ExchangeChunk\x1a\x18.fedsuite.v1.ExchangeAck(\x01\x42\x8f\x01\n\x0f\x64\x65v.fedsuite.v1B\rVerticalProtoP\x01Z:github.com/fedsuite/fedsuite/gen/go/fedsuite/v1;fedsuitev1\xa2\x02\x03\x46SX\xaa\x02\x0b\x46\x65\x64suite.V1\xca\x02\x0b\x46\x65\x64suite\\V1\xea\x02\x0c\x46\x65\x64suite::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedsuite.v1.vertical_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.fedsuite.v1B\rVerticalProtoP\001Z:github.com/fedsuite/fedsuite/gen/go/fedsuite/v1;fedsuitev1\242\002\003FSX\252\002\013Fedsuite.V1\312\002\013Fedsuite\\V1\352\002\014Fedsuite::V1'
   _globals['_VERTICALRESULT_METRICSENTRY']._loaded_options = None
   _globals['_VERTICALRESULT_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_VERTICALTASK_PEERSENTRY']._loaded_options = None
   _globals['_VERTICALTASK_PEERSENTRY']._serialized_options = b'8\001'
-  _globals['_VERTICALKIND']._serialized_start=2023
-  _globals['_VERTICALKIND']._serialized_end=2120
-  _globals['_VERTICALROLE']._serialized_start=2122
-  _globals['_VERTICALROLE']._serialized_end=2243
-  _globals['_HETEROLRPARAMS']._serialized_start=44
-  _globals['_HETEROLRPARAMS']._serialized_end=624
-  _globals['_VERTICALJOBSPEC']._serialized_start=627
-  _globals['_VERTICALJOBSPEC']._serialized_end=829
-  _globals['_VERTICALPREDICTSPEC']._serialized_start=832
-  _globals['_VERTICALPREDICTSPEC']._serialized_end=1020
-  _globals['_VERTICALRESULT']._serialized_start=1023
-  _globals['_VERTICALRESULT']._serialized_end=1345
-  _globals['_VERTICALRESULT_METRICSENTRY']._serialized_start=1293
-  _globals['_VERTICALRESULT_METRICSENTRY']._serialized_end=1339
-  _globals['_VERTICALTASK']._serialized_start=1348
-  _globals['_VERTICALTASK']._serialized_end=1760
-  _globals['_VERTICALTASK_PEERSENTRY']._serialized_start=1710
-  _globals['_VERTICALTASK_PEERSENTRY']._serialized_end=1754
-  _globals['_VERTICALPROGRESS']._serialized_start=1763
-  _globals['_VERTICALPROGRESS']._serialized_end=1907
-  _globals['_EXCHANGECHUNK']._serialized_start=1909
-  _globals['_EXCHANGECHUNK']._serialized_end=1988
-  _globals['_EXCHANGEACK']._serialized_start=1990
-  _globals['_EXCHANGEACK']._serialized_end=2021
-  _globals['_FEDERATION']._serialized_start=2245
-  _globals['_FEDERATION']._serialized_end=2325
+  _globals['_OPTIMIZER']._serialized_start=2357
+  _globals['_OPTIMIZER']._serialized_end=2517
+  _globals['_EARLYSTOP']._serialized_start=2519
+  _globals['_EARLYSTOP']._serialized_end=2627
+  _globals['_INITMETHOD']._serialized_start=2630
+  _globals['_INITMETHOD']._serialized_end=2779
+  _globals['_VERTICALKIND']._serialized_start=2781
+  _globals['_VERTICALKIND']._serialized_end=2878
+  _globals['_VERTICALROLE']._serialized_start=2880
+  _globals['_VERTICALROLE']._serialized_end=3001
+  _globals['_HETEROLRPARAMS']._serialized_start=102
+  _globals['_HETEROLRPARAMS']._serialized_end=724
+  _globals['_VERTICALJOBSPEC']._serialized_start=727
+  _globals['_VERTICALJOBSPEC']._serialized_end=976
+  _globals['_VERTICALPREDICTSPEC']._serialized_start=979
+  _globals['_VERTICALPREDICTSPEC']._serialized_end=1214
+  _globals['_VERTICALRESULT']._serialized_start=1217
+  _globals['_VERTICALRESULT']._serialized_end=1631
+  _globals['_VERTICALRESULT_METRICSENTRY']._serialized_start=1543
+  _globals['_VERTICALRESULT_METRICSENTRY']._serialized_end=1589
+  _globals['_VERTICALTASK']._serialized_start=1634
+  _globals['_VERTICALTASK']._serialized_end=2093
+  _globals['_VERTICALTASK_PEERSENTRY']._serialized_start=2021
+  _globals['_VERTICALTASK_PEERSENTRY']._serialized_end=2065
+  _globals['_VERTICALPROGRESS']._serialized_start=2096
+  _globals['_VERTICALPROGRESS']._serialized_end=2240
+  _globals['_EXCHANGECHUNK']._serialized_start=2242
+  _globals['_EXCHANGECHUNK']._serialized_end=2321
+  _globals['_EXCHANGEACK']._serialized_start=2323
+  _globals['_EXCHANGEACK']._serialized_end=2354
+  _globals['_FEDERATION']._serialized_start=3003
+  _globals['_FEDERATION']._serialized_end=3083
 # @@protoc_insertion_point(module_scope)

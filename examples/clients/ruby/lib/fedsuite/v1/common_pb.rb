@@ -27,6 +27,12 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       value :PARTY_ROLE_GUEST, 1
       value :PARTY_ROLE_HOST, 2
     end
+    add_enum "fedsuite.v1.Penalty" do
+      value :PENALTY_UNSPECIFIED, 0
+      value :PENALTY_NONE, 1
+      value :PENALTY_L2, 2
+      value :PENALTY_L1, 3
+    end
   end
 end
 
@@ -36,5 +42,6 @@ module Fedsuite
     AuditHead = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.AuditHead").msgclass
     DatasetInfo = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.DatasetInfo").msgclass
     PartyRole = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.PartyRole").enummodule
+    Penalty = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.Penalty").enummodule
   end
 end

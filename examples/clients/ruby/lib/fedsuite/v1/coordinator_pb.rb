@@ -6,6 +6,8 @@ require 'google/protobuf'
 require 'fedsuite/v1/common_pb'
 require 'fedsuite/v1/tensor_pb'
 require 'fedsuite/v1/vertical_pb'
+require 'google/protobuf/duration_pb'
+require 'google/protobuf/timestamp_pb'
 
 Google::Protobuf::DescriptorPool.generated_pool.build do
   add_file("fedsuite/v1/coordinator.proto", :syntax => :proto3) do
@@ -17,7 +19,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       repeated :datasets, :message, 5, "fedsuite.v1.DatasetInfo"
     end
     add_message "fedsuite.v1.RegisterPartyResponse" do
-      optional :heartbeat_interval_s, :double, 1
+      optional :heartbeat_interval, :message, 3, "google.protobuf.Duration"
       optional :audit_head, :message, 2, "fedsuite.v1.AuditHead"
     end
     add_message "fedsuite.v1.HeartbeatRequest" do
@@ -37,7 +39,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :organisation, :string, 3
       optional :address, :string, 4
       optional :online, :bool, 5
-      optional :last_seen, :double, 6
+      optional :last_seen, :message, 8, "google.protobuf.Timestamp"
       repeated :datasets, :message, 7, "fedsuite.v1.DatasetInfo"
     end
     add_message "fedsuite.v1.ListPartiesResponse" do
@@ -60,7 +62,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :alpha, :double, 8
       optional :min_parties, :int32, 9
       optional :fraction, :double, 10
-      optional :round_timeout_s, :double, 11
+      optional :round_timeout, :message, 21, "google.protobuf.Duration"
       optional :seed, :int64, 12
       proto3_optional :max_round_retries, :int32, 13
       proto3_optional :standardize, :bool, 14
@@ -91,7 +93,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :train_loss, :double, 3
       optional :eval, :message, 4, "fedsuite.v1.EvalMetrics"
       map :eval_by_party, :string, :message, 5, "fedsuite.v1.EvalMetrics"
-      optional :seconds, :double, 6
+      optional :duration, :message, 7, "google.protobuf.Duration"
     end
     add_message "fedsuite.v1.Job" do
       optional :job_id, :string, 1
@@ -100,8 +102,8 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :reason, :string, 4
       optional :current_round, :int32, 5
       repeated :rounds, :message, 6, "fedsuite.v1.RoundMetrics"
-      optional :created_at, :double, 7
-      optional :updated_at, :double, 8
+      optional :created_at, :message, 10, "google.protobuf.Timestamp"
+      optional :updated_at, :message, 11, "google.protobuf.Timestamp"
       optional :vertical_result, :message, 9, "fedsuite.v1.VerticalResult"
     end
     add_message "fedsuite.v1.GetJobRequest" do
@@ -131,7 +133,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :metrics, :message, 6, "fedsuite.v1.RoundMetrics"
       repeated :parties, :string, 7
       optional :total_rounds, :int32, 8
-      optional :time, :double, 9
+      optional :time, :message, 12, "google.protobuf.Timestamp"
       optional :sequence, :int64, 10
       map :evaluation, :string, :double, 11
     end
@@ -158,12 +160,6 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       value :MODEL_TYPE_LOGISTIC_REGRESSION, 1
       value :MODEL_TYPE_MLP, 2
       value :MODEL_TYPE_VECTOR, 3
-    end
-    add_enum "fedsuite.v1.Penalty" do
-      value :PENALTY_UNSPECIFIED, 0
-      value :PENALTY_NONE, 1
-      value :PENALTY_L2, 2
-      value :PENALTY_L1, 3
     end
     add_enum "fedsuite.v1.SecureAggregation" do
       value :SECURE_AGGREGATION_UNSPECIFIED, 0
@@ -222,7 +218,6 @@ module Fedsuite
     DownloadModelResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.DownloadModelResponse").msgclass
     ModelInfo = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.ModelInfo").msgclass
     ModelType = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.ModelType").enummodule
-    Penalty = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.Penalty").enummodule
     SecureAggregation = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.SecureAggregation").enummodule
     JobState = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.JobState").enummodule
     JobEventType = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.JobEventType").enummodule

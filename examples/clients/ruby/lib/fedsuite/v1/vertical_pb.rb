@@ -3,20 +3,23 @@
 
 require 'google/protobuf'
 
+require 'fedsuite/v1/common_pb'
+require 'google/protobuf/duration_pb'
+
 Google::Protobuf::DescriptorPool.generated_pool.build do
   add_file("fedsuite/v1/vertical.proto", :syntax => :proto3) do
     add_message "fedsuite.v1.HeteroLRParams" do
-      proto3_optional :penalty, :string, 1
+      optional :penalty, :enum, 16, "fedsuite.v1.Penalty"
       proto3_optional :alpha, :double, 2
-      proto3_optional :optimizer, :string, 3
+      optional :optimizer, :enum, 17, "fedsuite.v1.Optimizer"
       proto3_optional :learning_rate, :double, 4
       proto3_optional :decay, :double, 5
       proto3_optional :decay_sqrt, :bool, 6
       proto3_optional :max_iter, :int32, 7
       proto3_optional :batch_size, :int32, 8
       proto3_optional :tol, :double, 9
-      proto3_optional :early_stop, :string, 10
-      proto3_optional :init_method, :string, 11
+      optional :early_stop, :enum, 18, "fedsuite.v1.EarlyStop"
+      optional :init_method, :enum, 19, "fedsuite.v1.InitMethod"
       proto3_optional :fit_intercept, :bool, 12
       proto3_optional :key_length, :int32, 13
       proto3_optional :seed, :int64, 14
@@ -28,7 +31,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :guest_dataset, :string, 3
       optional :host_dataset, :string, 4
       optional :params, :message, 5, "fedsuite.v1.HeteroLRParams"
-      optional :step_timeout_s, :double, 6
+      optional :step_timeout, :message, 9, "google.protobuf.Duration"
       optional :model_id, :string, 7
       optional :model_version, :string, 8
     end
@@ -39,7 +42,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :host_dataset, :string, 4
       optional :model_id, :string, 5
       optional :model_version, :string, 9
-      optional :step_timeout_s, :double, 7
+      optional :step_timeout, :message, 10, "google.protobuf.Duration"
       optional :scores_path, :string, 8
     end
     add_message "fedsuite.v1.VerticalResult" do
@@ -47,12 +50,12 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :converged, :bool, 2
       repeated :losses, :double, 3
       optional :intersection, :int64, 4
-      optional :align_seconds, :double, 5
+      optional :align_duration, :message, 14, "google.protobuf.Duration"
       optional :model_id, :string, 6
       optional :model_version, :string, 12
       map :metrics, :string, :double, 8
       optional :n_scored, :int64, 9
-      optional :seconds, :double, 10
+      optional :duration, :message, 13, "google.protobuf.Duration"
       optional :scores_path, :string, 11
     end
     add_message "fedsuite.v1.VerticalTask" do
@@ -65,7 +68,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       map :peers, :string, :string, 7
       optional :dataset, :string, 8
       optional :params, :message, 9, "fedsuite.v1.HeteroLRParams"
-      optional :step_timeout_s, :double, 10
+      optional :step_timeout, :message, 15, "google.protobuf.Duration"
       optional :model_id, :string, 11
       optional :model_version, :string, 14
       optional :scores_path, :string, 13
@@ -86,6 +89,27 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
     end
     add_message "fedsuite.v1.ExchangeAck" do
       optional :messages, :int32, 1
+    end
+    add_enum "fedsuite.v1.Optimizer" do
+      value :OPTIMIZER_UNSPECIFIED, 0
+      value :OPTIMIZER_SGD, 1
+      value :OPTIMIZER_ADAM, 2
+      value :OPTIMIZER_RMSPROP, 3
+      value :OPTIMIZER_ADAGRAD, 4
+      value :OPTIMIZER_NESTEROV_MOMENTUM_SGD, 5
+    end
+    add_enum "fedsuite.v1.EarlyStop" do
+      value :EARLY_STOP_UNSPECIFIED, 0
+      value :EARLY_STOP_DIFF, 1
+      value :EARLY_STOP_ABS, 2
+      value :EARLY_STOP_WEIGHT_DIFF, 3
+    end
+    add_enum "fedsuite.v1.InitMethod" do
+      value :INIT_METHOD_UNSPECIFIED, 0
+      value :INIT_METHOD_ZEROS, 1
+      value :INIT_METHOD_RANDOM_UNIFORM, 2
+      value :INIT_METHOD_RANDOM_NORMAL, 3
+      value :INIT_METHOD_ONES, 4
     end
     add_enum "fedsuite.v1.VerticalKind" do
       value :VERTICAL_KIND_UNSPECIFIED, 0
@@ -111,6 +135,9 @@ module Fedsuite
     VerticalProgress = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.VerticalProgress").msgclass
     ExchangeChunk = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.ExchangeChunk").msgclass
     ExchangeAck = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.ExchangeAck").msgclass
+    Optimizer = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.Optimizer").enummodule
+    EarlyStop = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.EarlyStop").enummodule
+    InitMethod = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.InitMethod").enummodule
     VerticalKind = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.VerticalKind").enummodule
     VerticalRole = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.VerticalRole").enummodule
   end
