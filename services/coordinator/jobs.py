@@ -33,6 +33,11 @@ class JobStateError(RuntimeError):
     """The job is in a state that does not allow the request (FAILED_PRECONDITION)."""
 
 
+def _state_label(state: int) -> str:
+    """A final state as federated_jobs_total's label: JOB_STATE_SUCCEEDED -> succeeded."""
+    return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
 class JobManager:
     """Owns every job's thread and publishes their events."""
 
@@ -55,6 +60,12 @@ class JobManager:
         self._changed = threading.Condition()
         self._closing = False
         registry.subscribe(self._party_status)
+        # Each final state's and round outcome's series exists from 0 on, so that Prometheus' increase()
+        # counts a coordinator's first job and round too (a series born at 1 would increase by 0).
+        for state in TERMINAL_STATES:
+            telemetry.JOBS_TOTAL.labels(state=_state_label(state))
+        for outcome in ("committed", "retried"):
+            telemetry.ROUNDS_TOTAL.labels(outcome=outcome)
 
     # -- API ----------------------------------------------------------------------
     def submit(self, spec: pb.JobSpec) -> str:
@@ -225,7 +236,7 @@ class JobManager:
             with self._changed:
                 self._changed.notify_all()
             self._audit.record("job_finished", job_id=job_id, state=pb.JobState.Name(state), reason=reason)
-            telemetry.JOBS_TOTAL.labels(state=pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()).inc()
+            telemetry.JOBS_TOTAL.labels(state=_state_label(state)).inc()
             log.info("job_finished", job_id=job_id, state=pb.JobState.Name(state), reason=reason)
             self._release_key(job_id)
 
