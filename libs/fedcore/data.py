@@ -61,6 +61,8 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
 
     @property
     def source_format(self) -> str:
@@ -214,7 +216,7 @@ def _table(rows: _Rows, label: str | None, id_column: str | None, features: list
             raise ValueError(f"{rows.where}: {role} column {column!r} not found in header {header}")
     own_features = [column for column in header if column not in (label, id_column)]
     if features is not None and sorted(own_features) != sorted(features):
-        raise ValueError(f"{rows.where}: feature columns {own_features} differ from the training file's {features}")
+        raise ValueError(f"{rows.where}: feature columns {own_features} differ from the training rows' {features}")
     features = own_features if features is None else features
     columns = dict(zip(header, rows.columns))
     X = np.empty((len(rows.numbers), len(features)))

@@ -157,6 +157,18 @@ def test_sql_setups_that_cannot_work_are_refused_with_a_sentence(tmp_path: Path,
         load_dataset("d", DatasetConfig(**{key: value.replace("{dir}", str(tmp_path)) for key, value in config.items()}))
 
 
+def test_a_query_that_writes_is_refused_and_rolled_back(tmp_path: Path) -> None:
+    written = write_table(tmp_path, "d", HEADER, rows(4))["sql"]
+    with pytest.raises(ValueError, match="returned no result set; it must be a SELECT"):
+        load_dataset("d", DatasetConfig(url=written["url"], query="DELETE FROM d"))
+    assert len(load(written, label="label", id_column="id", eval_fraction=0).X) == 4
+
+
+def test_a_sql_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"^timeout_s must be positive, got 0$"):
+        DatasetConfig(url="sqlite://", query="SELECT 1", timeout_s=0)
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
