@@ -71,6 +71,8 @@ def bad_datasets(directory: Path) -> dict[str, tuple[dict[str, Any], str]]:
     (directory / "junk.parquet").write_bytes(b"not parquet")
     db = good["sql"]["url"]
     return {
+        "csv text feature": ({**text["csv"], "label": "target", "id_column": "id"},
+                             f"{text['csv']['path']} line 3, column 'age': 'old' is not a finite number"),
         "parquet missing column": ({**good["parquet"], "label": "outcome"},
                                    f"{good['parquet']['path']}: label column 'outcome' not found in header"),
         "parquet text feature": ({**text["parquet"], "label": "target", "id_column": "id"},
@@ -87,7 +89,7 @@ def bad_datasets(directory: Path) -> dict[str, tuple[dict[str, Any], str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["parquet missing column", "parquet text feature", "parquet nan", "sql bad label",
+@pytest.mark.parametrize("case", ["csv text feature", "parquet missing column", "parquet text feature", "parquet nan", "sql bad label",
                                   "unreadable parquet", "bad url", "failing query"])
 def test_a_bad_parquet_or_sql_dataset_ends_the_party_at_start_with_one_sentence(pki: Path, tmp_path: Path,
                                                                                  case: str) -> None:
