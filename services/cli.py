@@ -339,9 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("parties", parents=[client], help="list registered parties").set_defaults(func=_parties)
 
-    predict = commands.add_parser("predict", help="score a CSV locally with a model saved by `job download`")
+    predict = commands.add_parser("predict", help="score a CSV or Parquet file locally with a model saved by `job download`")
     predict.add_argument("--model", required=True, help=".npz written by `fedsuite job download`")
-    predict.add_argument("--data", required=True, help="CSV with a header row; every column but the id and label is a feature")
+    predict.add_argument("--data", required=True,
+                         help="CSV with a header row, or Parquet (.parquet, .pq); every column but the id and label is a feature")
     predict.add_argument("--out", required=True, help="CSV to write: id (if any), score(s), label (if named)")
     predict.add_argument("--id-column", help="id column copied to the output (default: `id` when the header has it)")
     predict.add_argument("--label", help="label column: not a feature, copied to the output")

@@ -1,9 +1,9 @@
 """Scores for each row, and the files they are kept in.
 
-``fedsuite predict`` scores a CSV locally with a model saved by ``fedsuite job download``,
+``fedsuite predict`` scores a CSV (or Parquet file) locally with a model saved by ``fedsuite job download``,
 computing exactly what a party computes with it: fedcore.ml.models' ``build_model`` on the
 ModelInfo's spec, the ModelInfo's feature mean and scale (the job's federated
-standardisation), and fedcore.data's CSV reading (header row, finite numbers, unique ids).
+standardisation), and fedcore.data's reading (header row, finite numbers, unique ids).
 The guest of a vertical predict job writes its per-id scores with :func:`write_scores` too.
 
 The ``.npz`` a download writes (:func:`save_model_file`): ``info``, the ModelInfo as JSON
@@ -129,8 +129,17 @@ def score_csv(model_path: str | Path, data_path: str | Path, out_path: str | Pat
 
 
 def _header(path: Path) -> list[str]:
-    """The CSV's column names (empty when the file has none); fedcore.data reports a missing file."""
+    """The file's column names (empty when it has none, or is no Parquet file); fedcore.data reports a missing or
+    unreadable file."""
     if not path.is_file():
         return []
+    if DatasetConfig(path=str(path)).source_format == "parquet":
+        import pyarrow
+        import pyarrow.parquet
+
+        try:
+            return list(pyarrow.parquet.read_schema(path).names)
+        except (pyarrow.ArrowException, OSError):
+            return []
     with path.open(newline="") as handle:
         return [column.strip() for column in next(csv.reader(handle), [])]

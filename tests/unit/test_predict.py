@@ -12,6 +12,7 @@ from fedcore.proto import coordinator_pb2 as pb
 
 from fedsuite.client import DownloadedModel
 from fedsuite.predict import checked_scores_path, load_model_file, save_model_file, score_csv
+from tests.tables import write_table
 
 
 def softmax_model(rng: np.random.Generator, n_features: int = 4, n_classes: int = 3) -> DownloadedModel:
@@ -82,3 +83,14 @@ def test_scores_paths_that_could_leave_their_directory_are_refused(path: str) ->
 
 def test_scores_paths_inside_their_directory_are_kept() -> None:
     assert str(checked_scores_path("2026-02/scores.v1.csv")) == "2026-02/scores.v1.csv"
+
+
+def test_a_parquet_file_scores_as_the_csv_of_the_same_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    save_model_file(softmax_model(rng), tmp_path / "m.npz")
+    table = [[f"row-{i}", *rng.normal(size=4).tolist(), int(rng.integers(0, 3))] for i in range(12)]
+    written = write_table(tmp_path, "rows", ["id", "a", "b", "c", "d", "label"], table)  # `id` found in either
+    for fmt in ("csv", "parquet"):
+        assert score_csv(tmp_path / "m.npz", written[fmt]["path"], tmp_path / f"{fmt}.csv", label="label") == 12
+    assert (tmp_path / "parquet.csv").read_text() == (tmp_path / "csv.csv").read_text()
+    assert (tmp_path / "csv.csv").read_text().startswith("id,score_0,score_1,score_2,predicted,label\nrow-0,")
