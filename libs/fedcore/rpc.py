@@ -25,6 +25,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from fedcore.config import ListenError
 from fedcore.tls import Identity, TlsFiles, identity_from_pem
@@ -307,8 +308,8 @@ def make_server(
     names = [add(server) for add in register]
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server,
-                                        pool=reflection_pool())
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        CommentedReflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME]), server)
     try:
         if tls is None:
             port = server.add_insecure_port(listen)
@@ -327,24 +328,49 @@ def make_server(
     return running
 
 
-@cache
-def reflection_pool() -> descriptor_pool.DescriptorPool:
-    """What reflection serves: fedsuite's protos with their comments (source info) and the well-known
-    types they import, from the descriptor set ``make protos`` writes, plus health and reflection.
+class CommentedReflection(reflection.ReflectionServicer):
+    """Server reflection that publishes fedsuite's protos with their comments (source info) and the
+    well-known types they import, from the descriptor set ``make protos`` writes.
 
-    protoc fills in each field's json_name (lowerCamelCase), which grpcurl would then print; without it
-    grpcurl prints the proto field names (``party_id``), as the CLI's ``--json`` and the README do."""
+    grpcio-reflection serialises files from a descriptor pool, which drops source info, so the files
+    it answers with are swapped for the set's own (its two lookups, ``_file_by_filename`` and
+    ``_file_containing_symbol``, are where every file leaves). protoc also fills in each field's
+    json_name (lowerCamelCase), which grpcurl would then print: cleared, so grpcurl prints the proto
+    field names (``party_id``), as the CLI's ``--json`` and the README do.
+    """
+
+    def __init__(self, service_names: Iterable[str]) -> None:
+        pool, self._files = _reflection_files()
+        super().__init__(service_names, pool=pool)
+
+    def _file_by_filename(self, request, filename):  # type: ignore[no-untyped-def]
+        return self._with_comments(super()._file_by_filename(request, filename))
+
+    def _file_containing_symbol(self, request, fully_qualified_name):  # type: ignore[no-untyped-def]
+        return self._with_comments(super()._file_containing_symbol(request, fully_qualified_name))
+
+    def _with_comments(self, response: Any) -> Any:
+        if response.HasField("file_descriptor_response"):
+            files = response.file_descriptor_response.file_descriptor_proto
+            for i, serialised in enumerate(files):
+                files[i] = self._files.get(descriptor_pb2.FileDescriptorProto.FromString(serialised).name, serialised)
+        return response
+
+
+@cache
+def _reflection_files() -> tuple[descriptor_pool.DescriptorPool, dict[str, bytes]]:
+    """A pool of the descriptor set (plus health and reflection), and each set file's bytes by name."""
     files = descriptor_pb2.FileDescriptorSet.FromString(
         resources.files("fedcore.proto").joinpath("descriptors.binpb").read_bytes())
     pool = descriptor_pool.DescriptorPool()
     for file in files.file:
         _clear_json_names(file.message_type)
         pool.Add(file)
-    for module in (health_pb2, reflection._reflection_pb2):  # type: ignore[attr-defined]
+    for module in (health_pb2, reflection_pb2):
         proto = descriptor_pb2.FileDescriptorProto()
         module.DESCRIPTOR.CopyToProto(proto)
         pool.Add(proto)
-    return pool
+    return pool, {file.name: file.SerializeToString() for file in files.file}
 
 
 def _clear_json_names(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:

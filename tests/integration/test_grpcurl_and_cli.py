@@ -67,6 +67,32 @@ def test_grpcurl_lists_describes_and_health_checks(running: LocalFederation, nod
     assert json.loads(health.stdout)["status"] == "SERVING"
 
 
+def test_grpcurl_describes_the_protos_with_their_comments_and_the_well_known_types(running: LocalFederation) -> None:
+    """Reflection serves the descriptor set with source info: describe shows each field's comment (its
+    default and unit), and the Timestamp and Duration fields resolve."""
+    spec = grpcurl(running, "coordinator", "describe", "fedsuite.v1.HorizontalJobSpec")
+    assert spec.returncode == 0, spec.stderr
+    assert "// Number of rounds to commit, 1..100000; 0: 10." in spec.stdout
+    assert ".google.protobuf.Duration round_timeout = 21;" in spec.stdout
+    job = grpcurl(running, "coordinator", "describe", "fedsuite.v1.Job")
+    assert job.returncode == 0 and ".google.protobuf.Timestamp created_at = 10;" in job.stdout, job.stderr
+    for name in ("google.protobuf.Timestamp", "google.protobuf.Duration", "grpc.health.v1.Health"):
+        described = grpcurl(running, "coordinator", "describe", name)
+        assert described.returncode == 0 and name.rsplit(".", 1)[1] in described.stdout, described.stderr
+    hetero = grpcurl(running, "party-a", "describe", "fedsuite.v1.HeteroLRParams")
+    assert hetero.returncode == 0 and ".fedsuite.v1.Optimizer optimizer = 17;" in hetero.stdout, hetero.stderr
+
+
+def test_health_needs_a_certificate_of_the_federation_but_no_particular_role(running: LocalFederation) -> None:
+    """As the protos document it: the handshake refuses a client without a certificate, any role may ask."""
+    check = json.dumps({"service": SERVICES["coordinator"]})
+    refused = grpcurl(running, "coordinator", "grpc.health.v1.Health/Check", data=check, identity=None)
+    assert refused.returncode != 0 and "SERVING" not in refused.stdout
+    for identity in ("party-a", "arbiter", "admin"):
+        asked = grpcurl(running, "coordinator", "grpc.health.v1.Health/Check", data=check, identity=identity)
+        assert asked.returncode == 0 and json.loads(asked.stdout)["status"] == "SERVING", (identity, asked.stderr)
+
+
 def test_grpcurl_calls_the_api_and_is_refused_without_certificate(running: LocalFederation) -> None:
     reply = grpcurl(running, "coordinator", "fedsuite.v1.Coordinator/ListParties", data="{}")
     assert reply.returncode == 0, reply.stderr
@@ -100,6 +126,7 @@ def test_grpcurl_recipes_of_the_readme_run_and_cancel_jobs(running: LocalFederat
     rounds = json.loads(job_file.read_text())["spec"]["horizontal"]["rounds"]
     assert [e["type"] for e in events].count("JOB_EVENT_TYPE_ROUND_COMMITTED") == rounds
     assert events[-1]["type"] == "JOB_EVENT_TYPE_SUCCEEDED"
+    assert [e.get("total_rounds") for e in events] == [rounds] * len(events)  # the final ones too
     got = json.loads(call("GetJob", by_id).stdout)
     assert got["state"] == "JOB_STATE_SUCCEEDED" and got["current_round"] == rounds
     assert job_id in {j["job_id"] for j in json.loads(call("ListJobs", '{"limit": 10}').stdout)["jobs"]}

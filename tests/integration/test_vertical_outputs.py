@@ -134,6 +134,7 @@ def test_a_training_job_reports_the_guests_train_auc_and_ks_of_the_split_model(t
     assert len(evaluated) == 1 and dict(evaluated[0].evaluation) == dict(result.metrics)
     assert kinds.index(pb.JOB_EVENT_TYPE_PROGRESS) > kinds.index(pb.JOB_EVENT_TYPE_ROUND_COMMITTED) + MAX_ITER - 1
     assert kinds[-1] == pb.JOB_EVENT_TYPE_SUCCEEDED
+    assert [e.total_rounds for e in trained.events] == [MAX_ITER] * len(trained.events)  # every event, the last too
     # `job watch` counts epochs, not rounds, and shows the guest's evaluation
     shown = watched(trained, trained.job.job_id)
     assert f"epoch {MAX_ITER} loss=" in shown and "round " not in shown, shown
@@ -192,6 +193,7 @@ def test_vertical_predict_writes_each_ids_score_on_the_guest_and_nowhere_else(tr
     # the guest reported its steps live; `job watch` shows them as steps
     steps = [(e.round, e.total_rounds) for e in events if e.type == pb.JOB_EVENT_TYPE_PROGRESS]
     assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert [e.total_rounds for e in events] == [3] * len(events) and events[-1].type == pb.JOB_EVENT_TYPE_SUCCEEDED
     shown = watched(trained, scored.job_id)
     assert "step 3: wrote 529 scores to daily/scores.csv" in shown and "3/3" in shown, shown
 

@@ -13,10 +13,12 @@ import pytest
 
 from fedcore.proto import common_pb2
 from fedcore.proto import coordinator_pb2 as pb
+from fedcore.proto import vertical_pb2
+from fedcore.vertical.params import HeteroLRParams
 
 from fedsuite.coordinator.specs import MAX_ROUNDS, SpecError, normalise
 from fedsuite.jobfile import JobFileError, load_job_spec, parse_job_spec
-from fedsuite.translate import duration, seconds
+from fedsuite.translate import duration, hetero_params, seconds
 
 JOB_YAML = """
 name: breast-lr
@@ -350,3 +352,26 @@ def test_unsafe_versions_refused_naming_the_field(version: str) -> None:
         normalise(parse_job_spec({"vertical_predict": {**VERTICAL, "model_id": "m", "model_version": version}}))
     with pytest.raises(SpecError, match=r"^vertical\.model_version 'latest' names the newest version"):
         normalise(parse_job_spec({"vertical": {**VERTICAL, "model_version": "latest"}}))
+
+
+# -- vertical parameters: FATE's spellings in job files, enums on the wire ------------------------
+
+
+def test_fate_spellings_become_enums_and_translate_back() -> None:
+    """What a FATE user writes is what the vertical algorithm gets, through the wire's enums."""
+    written = {"penalty": "L1", "optimizer": "nesterov_momentum_sgd", "early_stop": "weight_diff",
+               "init_method": "random_normal"}
+    spec = normalise(parse_job_spec({"vertical": {"guest": "g", "hosts": ["h"], "guest_dataset": "a",
+                                                  "host_dataset": "b", "params": written}}))
+    params = spec.vertical.params
+    assert (params.penalty, params.optimizer, params.early_stop, params.init_method) == (
+        common_pb2.PENALTY_L1, vertical_pb2.OPTIMIZER_NESTEROV_MOMENTUM_SGD, vertical_pb2.EARLY_STOP_WEIGHT_DIFF,
+        vertical_pb2.INIT_METHOD_RANDOM_NORMAL)
+    assert {name: getattr(hetero_params(params), name) for name in written} == written
+    assert hetero_params(vertical_pb2.HeteroLRParams()) == HeteroLRParams()  # UNSPECIFIED: the defaults
+
+
+def test_a_misspelt_vertical_enum_names_the_field_and_the_spellings() -> None:
+    with pytest.raises(JobFileError, match=r"^vertical\.params\.optimizer: unknown value 'sgdd'; choose one of "
+                                           r"sgd, adam, rmsprop, adagrad, nesterov_momentum_sgd$"):
+        parse_job_spec({"vertical": {"params": {"optimizer": "sgdd"}}})
