@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,8 @@ def test_grpcurl_recipes_of_the_readme_run_and_cancel_jobs(running: LocalFederat
     assert [e.get("total_rounds") for e in events] == [rounds] * len(events)  # the final ones too
     got = json.loads(call("GetJob", by_id).stdout)
     assert got["state"] == "JOB_STATE_SUCCEEDED" and got["current_round"] == rounds
+    assert datetime.fromisoformat(got["created_at"]) <= datetime.fromisoformat(got["updated_at"])  # RFC 3339
+    assert got["spec"]["horizontal"]["round_timeout"] == "60s"
     assert job_id in {j["job_id"] for j in json.loads(call("ListJobs", '{"limit": 10}').stdout)["jobs"]}
     for method in ("CancelJob", "ResumeJob"):  # both refuse a job that succeeded
         refused = call(method, by_id)
