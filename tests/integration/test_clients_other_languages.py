@@ -93,7 +93,10 @@ def test_client_runs_a_job_to_success_and_reports_refusals(
         [str(e.sequence), pb.JobEventType.Name(e.type)] for e in events
     ]
     assert events[-1].type == pb.JOB_EVENT_TYPE_SUCCEEDED
-    assert printed(ran.stdout, "job") == [["job", job_id, "JOB_STATE_SUCCEEDED", "rounds=2"]]
+    [[*final, took]] = printed(ran.stdout, "job")
+    assert final == ["job", job_id, "JOB_STATE_SUCCEEDED", "rounds=2"]
+    elapsed = job.updated_at.ToDatetime() - job.created_at.ToDatetime()  # the client decoded both Timestamps
+    assert took.startswith("seconds=") and abs(float(took.removeprefix("seconds=")) - elapsed.total_seconds()) < 0.001
 
     # The same client configured from the environment, naming a dataset no party declares: refused at once.
     certs = federation.certs
@@ -119,7 +122,8 @@ def test_client_runs_a_job_to_success_and_reports_refusals(
         watching.kill()
     assert watching.returncode == 1, out + err
     assert err.strip() == f"error: job {cancelled.job_id} ended JOB_STATE_CANCELLED: {cancelled.reason}"
-    assert printed(out, "job") == [["job", cancelled.job_id, "JOB_STATE_CANCELLED", f"rounds={cancelled.current_round}"]]
+    assert [words[:4] for words in printed(out, "job")] == [
+        ["job", cancelled.job_id, "JOB_STATE_CANCELLED", f"rounds={cancelled.current_round}"]]
 
 
 def wait_for_new_job(admin: CoordinatorAdmin, known: set[str], timeout_s: float = 30) -> str:

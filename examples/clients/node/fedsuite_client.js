@@ -118,6 +118,11 @@ function describe(event) {
   return line;
 }
 
+// A google.protobuf.Timestamp as proto-loader gives it: {seconds: int64 as a string, nanos}.
+function unixSeconds(timestamp) {
+  return Number(timestamp.seconds) + timestamp.nanos / 1e9;
+}
+
 function watch(client, jobId, options) {
   return new Promise((resolve, reject) => {
     const stream = client.WatchJob({ job_id: jobId }, { deadline: deadline(options.watchTimeout) });
@@ -138,7 +143,8 @@ async function run(options) {
     console.log(`submitted ${jobId}`);
     await watch(client, jobId, options);
     const job = await unary(client, 'GetJob', { job_id: jobId }, options);
-    console.log(`job ${job.job_id} ${job.state} rounds=${job.current_round}`);
+    const seconds = unixSeconds(job.updated_at) - unixSeconds(job.created_at);
+    console.log(`job ${job.job_id} ${job.state} rounds=${job.current_round} seconds=${seconds.toFixed(3)}`);
     if (job.state !== 'JOB_STATE_SUCCEEDED') throw new Error(`job ${job.job_id} ended ${job.state}: ${job.reason}`);
   } finally {
     client.close();

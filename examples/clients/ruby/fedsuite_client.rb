@@ -15,6 +15,7 @@ $LOAD_PATH.unshift(File.join(__dir__, 'lib'))
 
 require 'optparse'
 require 'grpc'
+require 'google/protobuf/well_known_types' # Timestamp#to_time; the generated code does not load it
 require 'fedsuite/v1/coordinator_services_pb'
 
 Options = Struct.new(:coordinator, :ca, :cert, :key, :server_name, :dataset, :rounds, :name,
@@ -111,7 +112,9 @@ def run(options)
   stub.watch_job(Fedsuite::V1::WatchJobRequest.new(job_id: job_id),
                  deadline: deadline(options.watch_timeout)).each { |event| puts describe(event) }
   job = stub.get_job(Fedsuite::V1::GetJobRequest.new(job_id: job_id), deadline: deadline(options.timeout))
-  puts "job #{job.job_id} #{job.state} rounds=#{job.current_round}"
+  # Timestamps: to_time gives a Time (to_f would give a Rational in google-protobuf 3.21).
+  seconds = job.updated_at.to_time - job.created_at.to_time
+  puts "job #{job.job_id} #{job.state} rounds=#{job.current_round} seconds=#{format('%.3f', seconds)}"
   abort_with(1, "job #{job.job_id} ended #{job.state}: #{job.reason}") unless job.state == :JOB_STATE_SUCCEEDED
 end
 
