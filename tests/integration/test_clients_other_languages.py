@@ -98,7 +98,8 @@ def test_client_runs_a_job_to_success_and_reports_refusals(
     elapsed = job.updated_at.ToDatetime() - job.created_at.ToDatetime()  # the client decoded both Timestamps
     assert took.startswith("seconds=") and abs(float(took.removeprefix("seconds=")) - elapsed.total_seconds()) < 0.001
 
-    # The same client configured from the environment, naming a dataset no party declares: refused at once.
+    # The same client configured from the environment, naming a dataset no party declares, or with too many
+    # rounds: refused at once, nothing created.
     certs = federation.certs
     env = {"FEDSUITE_COORDINATOR": federation.coordinator_address, "FEDSUITE_CA": str(certs / "ca.pem"),
            "FEDSUITE_CERT": str(certs / "admin.pem"), "FEDSUITE_KEY": str(certs / "admin.key")}
@@ -107,6 +108,9 @@ def test_client_runs_a_job_to_success_and_reports_refusals(
     assert refused.stderr.strip().count("\n") == 0, refused.stderr
     assert refused.stderr.startswith("error: FAILED_PRECONDITION: ") and "'no-such-dataset'" in refused.stderr
     assert len(printed(refused.stdout, "party")) == 2 and not printed(refused.stdout, "submitted")
+    invalid = run_client(language, *tls_args(federation), "--rounds", "100001")
+    assert invalid.returncode == 1, invalid.stdout
+    assert invalid.stderr.startswith("error: INVALID_ARGUMENT: ") and "horizontal.rounds" in invalid.stderr
     with federation.admin() as admin:
         assert [j.job_id for j in admin.list()] == [job_id]
 
