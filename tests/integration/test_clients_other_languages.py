@@ -45,11 +45,15 @@ def require_runtime(language: str) -> None:
             pytest.fail(f"Ruby cannot require grpc (Debian's ruby-grpc); {INSTALL}")
 
 
+def client_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without any FEDSUITE_* setting of ours, plus ``extra``."""
+    return {**{key: value for key, value in os.environ.items() if not key.startswith("FEDSUITE_")}, **(extra or {})}
+
+
 def run_client(language: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The client as a subprocess, bounded: its own calls have deadlines, the process a timeout."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("FEDSUITE_")}
     return subprocess.run([*COMMANDS[language], *args], capture_output=True, text=True, timeout=120,
-                          env={**environment, **(env or {})}, cwd=ROOT)
+                          env=client_env(env), cwd=ROOT)
 
 
 def tls_args(federation: LocalFederation) -> list[str]:
@@ -116,7 +120,7 @@ def test_client_runs_a_job_to_success_and_reports_refusals(
 
     # A job that ends other than SUCCEEDED (cancelled by another admin while the client watches): exit 1.
     watching = subprocess.Popen([*COMMANDS[language], *tls_args(federation), "--rounds", "100000"], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                env=client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with federation.admin() as admin:
             cancelled_id = admin.cancel(wait_for_new_job(admin, known={job_id})).job_id
