@@ -34,7 +34,7 @@ from fedcore.rpc import ChannelPool, Identity, make_channel
 from fedsuite.arbiter import Arbiter, ArbiterConfig
 from fedsuite.client import CoordinatorAdmin
 from fedsuite.coordinator import Coordinator, CoordinatorConfig
-from fedsuite.jobfile import parse_job_spec
+from fedsuite.jobfile import JobFileError, parse_job_spec
 from fedsuite.party import Party, PartyConfig
 from fedsuite.translate import unix
 from tests.conftest import tls, tls_config
@@ -202,14 +202,22 @@ def test_host_that_disconnects_mid_training_fails_the_job_fast_and_a_rerun_finis
 
 
 def test_invalid_parameters_are_refused_at_submit_naming_the_field(pki: Path, nodes: Nodes) -> None:
+    """On the wire (an enum number the enum lacks, an out-of-range number) and in a job file (a FATE
+    spelling that does not exist, refused before anything is sent)."""
     with admin(pki, nodes) as client:
-        for params, named in (({"optimizer": "lbfgs"}, "optimizer"), ({"key_length": 512}, "key_length"),
-                              ({"early_stop": "never"}, "early_stop"), ({"batch_size": 0}, "batch_size")):
+        for params, named in (({"optimizer": 9}, "optimizer"), ({"key_length": 512}, "key_length"),
+                              ({"early_stop": 7}, "early_stop"), ({"batch_size": 0}, "batch_size")):
+            spec = train_spec()
+            for name, value in params.items():
+                setattr(spec.vertical.params, name, value)
             with pytest.raises(grpc.RpcError) as caught:
-                client.submit(train_spec(**params))
+                client.submit(spec)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
             assert f"vertical.params.{named}" in caught.value.details(), caught.value.details()  # type: ignore[attr-defined]
         assert client.list() == []
+    for params, named in (({"optimizer": "lbfgs"}, "optimizer"), ({"early_stop": "never"}, "early_stop")):
+        with pytest.raises(JobFileError, match=rf"^vertical\.params\.{named}: unknown value"):
+            train_spec(**params)
 
 
 def exchange(pki: Path, sender: str, port: int, chunks: list[vertical_pb2.ExchangeChunk]) -> vertical_pb2.ExchangeAck:
