@@ -1,9 +1,6 @@
-"""docker/, docker-compose.yml and k8s/ checked without Docker, a cluster or the internet.
+"""docker/ and docker-compose.yml checked without Docker or the internet (k8s/: tests/test_k8s.py,
+which shares this module's Dockerfile fixtures and config helpers).
 
-- k8s: every overlay is rendered by ``kubectl kustomize`` (kubectl is required: missing, the
-  test fails) and the objects are checked: kinds, names, namespaces, image, probes and their
-  deadlines, the non-root and read-only security context, volumes, and the FEDSUITE_*
-  settings, loaded with the services' own config classes.
 - docker-compose.yml: parsed with PyYAML; every command is parsed by the real ``fedsuite``
   argument parser, every FEDSUITE_* variable is loaded by the real config classes,
   volumes and depends_on name defined things. Then the compose file is *run* as local
@@ -38,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import kubernetes_validate
 import pytest
 import yaml
 
@@ -50,11 +46,8 @@ from fedsuite.local import free_port
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
-OVERLAYS = {"coordinator": "coordinator", "arbiter": "arbiter", "party-a": "party"}
-"""k8s overlay -> the service it runs."""
 NODE_KINDS = ("coordinator", "party", "arbiter")
 GRPC_PORT, METRICS_PORT = 50051, 9100
-KUBECTL_TIMEOUT_S = 30
 PROBE_DEADLINE_S = 3.0
 """docker/healthcheck.py's own deadline: every probe's timeout must leave it room."""
 
@@ -327,199 +320,6 @@ def test_dockerignore_lets_in_what_the_wheel_is_built_from() -> None:
     for path in ("pyproject.toml", "README.md", "libs/fedcore/config.py", "services/cli.py",
                  "libs/fedcore/proto/coordinator_pb2.py", "docker/healthcheck.py"):
         assert not ignore.ignored(path), f"{path} is needed by docker/Dockerfile but excluded by .dockerignore"
-
-
-# -- Kubernetes ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def kubectl() -> str:
-    path = shutil.which("kubectl")
-    if path is None:
-        pytest.fail("kubectl is not on PATH: every machine of this project has it (it renders k8s/ with "
-                    "`kubectl kustomize`); install the kubectl client")
-    return path
-
-
-@pytest.fixture(scope="module")
-def rendered(kubectl: str) -> dict[str, list[dict[str, Any]]]:
-    """Each overlay rendered by ``kubectl kustomize``."""
-    out = {}
-    for overlay in OVERLAYS:
-        done = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / "overlays" / overlay)],
-                              capture_output=True, text=True, timeout=KUBECTL_TIMEOUT_S)
-        assert done.returncode == 0, f"kubectl kustomize k8s/overlays/{overlay} failed:\n{done.stderr}"
-        out[overlay] = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-    return out
-
-
-def objects(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
-
-
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = objects(docs, kind)
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
-    return found[0]
-
-
-def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (main,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return main
-
-
-def pod_environment(docs: list[dict[str, Any]]) -> dict[str, str]:
-    """The variables the container sees: its ConfigMaps (envFrom) then its own env."""
-    main = container(docs)
-    maps = {m["metadata"]["name"]: m for m in objects(docs, "ConfigMap")}
-    environ: dict[str, str] = {}
-    for source in main.get("envFrom", []):
-        name = source["configMapRef"]["name"]
-        assert name in maps, f"envFrom names ConfigMap {name}, which the overlay does not render"
-        environ.update(maps[name]["data"])
-    for variable in main.get("env", []):
-        environ[variable["name"]] = variable["value"]
-    return environ
-
-
-def namespace_of(overlay: str) -> str:
-    return f"fedsuite-{overlay}"
-
-
-def service_address(docs: list[dict[str, Any]], port_name: str = "grpc") -> str:
-    service = one(docs, "Service")
-    (port,) = [p for p in service["spec"]["ports"] if p["name"] == port_name]
-    return f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:{port['port']}"
-
-
-@pytest.mark.parametrize("overlay", list(OVERLAYS))
-def test_k8s_overlay_objects(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
-    docs = rendered[overlay]
-    expected = {("Namespace", namespace_of(overlay)), ("ServiceAccount", "fedsuite"), ("Service", "fedsuite"),
-                ("Deployment", "fedsuite"), ("ConfigMap", "fedsuite-config")}
-    if OVERLAYS[overlay] in ("coordinator", "party"):
-        expected.add(("PersistentVolumeClaim", "fedsuite-state"))
-    if OVERLAYS[overlay] == "party":
-        expected.add(("PersistentVolumeClaim", "fedsuite-data"))
-    # configMapGenerator appends a content hash so that a changed setting rolls the pod.
-    found = {(d["kind"], re.sub(r"-[a-z0-9]{10}$", "", d["metadata"]["name"]) if d["kind"] == "ConfigMap"
-              else d["metadata"]["name"]) for d in docs}
-    assert found == expected
-    assert not objects(docs, "Secret"), "TLS material is never rendered from the repository"
-    namespace = one(docs, "Namespace")
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    for doc in docs:
-        if doc["kind"] != "Namespace":
-            assert doc["metadata"].get("namespace") == namespace_of(overlay), f"{doc['kind']} outside the namespace"
-
-
-@pytest.mark.parametrize("overlay", list(OVERLAYS))
-def test_k8s_deployment_runs_the_service_as_the_image_expects(
-    rendered: dict[str, list[dict[str, Any]]], overlay: str, image_uid: int, probe_command: list[str]
-) -> None:
-    docs = rendered[overlay]
-    deployment = one(docs, "Deployment")
-    spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", "one node, never two pods at once"
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert spec["selector"]["matchLabels"].items() <= labels.items()
-    assert one(docs, "Service")["spec"]["selector"].items() <= labels.items()
-    main = container(docs)
-    assert main["image"] == f"fedsuite:{version()}"
-    args = parse_fedsuite_args(main["args"])
-    assert args.command == OVERLAYS[overlay] and not args.insecure, "containers always run with mTLS"
-    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
-    assert pod["automountServiceAccountToken"] is False
-    assert 5 <= pod["terminationGracePeriodSeconds"] <= 120, "room for the SIGTERM clean shutdown"
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert main[probe]["exec"]["command"] == probe_command, f"{probe} must run the image's health probe"
-        assert main[probe]["timeoutSeconds"] > PROBE_DEADLINE_S, f"{probe}: timeout below the probe's deadline"
-        assert main[probe]["periodSeconds"] >= 1 and main[probe]["failureThreshold"] >= 1
-    for kind in ("requests", "limits"):
-        assert {"cpu", "memory"} <= set(main["resources"][kind]), f"resources.{kind} needs cpu and memory"
-    ports = {p["name"]: p["containerPort"] for p in main["ports"]}
-    assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}
-    for port in one(docs, "Service")["spec"]["ports"]:
-        assert port["targetPort"] in ports, f"Service port {port['name']} targets no container port"
-
-
-@pytest.mark.parametrize("overlay", list(OVERLAYS))
-def test_k8s_pod_is_non_root_read_only_and_restricted(rendered: dict[str, list[dict[str, Any]]], overlay: str,
-                                                      image_uid: int) -> None:
-    pod = one(rendered[overlay], "Deployment")["spec"]["template"]["spec"]
-    context = pod["securityContext"]
-    assert context["runAsNonRoot"] is True
-    assert context["runAsUser"] == image_uid == context["fsGroup"], "the image's uid, and volumes group-owned by it"
-    assert context["seccompProfile"]["type"] == "RuntimeDefault"
-    main = container(rendered[overlay])
-    own = main["securityContext"]
-    assert own["readOnlyRootFilesystem"] is True
-    assert own["allowPrivilegeEscalation"] is False
-    assert own["capabilities"]["drop"] == ["ALL"] and not own["capabilities"].get("add")
-    assert not own.get("privileged") and own.get("runAsUser", image_uid) != 0
-
-
-def mounts(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """mountPath -> {volume, readOnly}, checking every mount names a volume of the pod."""
-    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    claims = {c["metadata"]["name"] for c in objects(docs, "PersistentVolumeClaim")}
-    out = {}
-    for mount in container(docs)["volumeMounts"]:
-        volume = volumes.get(mount["name"])
-        assert volume is not None, f"volumeMount {mount['name']} names no volume"
-        if "persistentVolumeClaim" in volume:
-            assert volume["persistentVolumeClaim"]["claimName"] in claims, f"volume {mount['name']}: no such PVC"
-        out[mount["mountPath"]] = {"volume": volume, "readOnly": bool(mount.get("readOnly"))}
-    return out
-
-
-def under(path: str, mount_paths: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
-    for mount_path, mount in mount_paths.items():
-        if path == mount_path or path.startswith(mount_path.rstrip("/") + "/"):
-            return mount_path, mount
-    return None
-
-
-@pytest.mark.parametrize("overlay", list(OVERLAYS))
-def test_k8s_settings_load_and_point_at_mounted_files(rendered: dict[str, list[dict[str, Any]]], overlay: str,
-                                                      stages: list[Stage]) -> None:
-    docs = rendered[overlay]
-    kind = OVERLAYS[overlay]
-    config = load_node_config(kind, pod_environment(docs), f"k8s/overlays/{overlay}")
-    assert config.node_id == overlay
-    assert host_of(config.listen) == "0.0.0.0" and port_of(config.listen) == GRPC_PORT
-    assert config.metrics_listen is not None and port_of(config.metrics_listen) == METRICS_PORT
-    paths = mounts(docs)
-    assert config.tls is not None, "mTLS always in containers"
-    for name in ("ca", "cert", "key"):
-        file = getattr(config.tls, name)
-        found = under(file, paths)
-        assert found is not None, f"tls.{name}={file} is on no volume"
-        mount_path, mount = found
-        secret = mount["volume"].get("secret")
-        assert secret is not None and secret["secretName"] == "fedsuite-tls" and mount["readOnly"]
-        assert file.removeprefix(mount_path.rstrip("/") + "/") in {i["path"] for i in secret["items"]}
-    workdir = stages[-1].last("WORKDIR")
-    assert workdir is not None
-    for writable in ("/tmp", workdir.value):
-        found = under(writable, paths)
-        assert found is not None and not found[1]["readOnly"], f"{writable} must be a writable volume (read-only root)"
-    if kind == "coordinator":
-        found = under(config.state_dir, paths)
-        assert found is not None and not found[1]["readOnly"]
-        assert "persistentVolumeClaim" in found[1]["volume"], "the coordinator's state must survive the pod"
-    if kind == "party":
-        assert config.datasets, "a party serves at least one dataset"
-        for dataset in config.datasets.values():
-            for file in (dataset.path, dataset.eval_path):
-                if file is not None:
-                    found = under(file, paths)
-                    assert found is not None and "persistentVolumeClaim" in found[1]["volume"], f"{file}: not on a PVC"
-
-
-def test_k8s_party_reaches_the_coordinator_and_is_reached_back(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    party = load_node_config("party", pod_environment(rendered["party-a"]), "k8s/overlays/party-a")
-    assert party.coordinator == service_address(rendered["coordinator"])
-    assert party.advertise == service_address(rendered["party-a"])
 
 
 # -- docker-compose.yml ---------------------------------------------------------------------------
@@ -928,12 +728,3 @@ def test_compose_matches_the_compose_specification() -> None:
     done = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
                            str(COMPOSE)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_k8s_objects_match_the_kubernetes_schemas(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    for overlay, docs in rendered.items():
-        for doc in docs:
-            try:
-                kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
-            except kubernetes_validate.ValidationError as err:
-                pytest.fail(f"k8s/overlays/{overlay}: {doc['kind']} {doc['metadata']['name']}: {err.message}")
