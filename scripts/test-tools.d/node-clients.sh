@@ -6,12 +6,8 @@
 set -euo pipefail
 client=examples/clients/node
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    echo "test-tools: installing Node (Debian packages nodejs, npm)" >&2
-    $SUDO apt-get update -qq -o DPkg::Lock::Timeout=300
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends \
-        nodejs npm >/dev/null
+    . "$(dirname "$0")/../test-tools-apt.bash"
+    apt_install Node nodejs npm
 fi
 # npm ci writes node_modules/.package-lock.json: older than package-lock.json means stale.
 stamp="$client/node_modules/.package-lock.json"

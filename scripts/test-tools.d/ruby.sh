@@ -7,12 +7,8 @@ set -euo pipefail
 if command -v grpc_tools_ruby_protoc >/dev/null 2>&1 && [ -e /usr/include/google/protobuf/timestamp.proto ] && ruby -e 'require "grpc"; require "google/protobuf"' >/dev/null 2>&1; then
     exit 0
 fi
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "test-tools: installing Ruby gRPC (Debian packages ruby-grpc, ruby-google-protobuf, ruby-grpc-tools, libprotobuf-dev)" >&2
-$SUDO apt-get update -qq -o DPkg::Lock::Timeout=300
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends \
-    ruby ruby-grpc ruby-google-protobuf ruby-grpc-tools libprotobuf-dev >/dev/null
+. "$(dirname "$0")/../test-tools-apt.bash"
+apt_install "Ruby gRPC" ruby ruby-grpc ruby-google-protobuf ruby-grpc-tools libprotobuf-dev
 ruby -e 'require "grpc"; require "google/protobuf"' >/dev/null 2>&1 \
     || { echo "test-tools: apt-get installed ruby-grpc but Ruby cannot require grpc" >&2; exit 1; }
 command -v grpc_tools_ruby_protoc >/dev/null 2>&1 \
