@@ -20,6 +20,8 @@ test: $(BIN)/.installed
 	scripts/test-tools.sh
 	$(BIN)/python -m pytest -q
 
-## Regenerates the committed protobuf code from protos/.
+## Regenerates the committed protobuf code from protos/: Python's, and the Ruby client's (Debian's ruby-grpc-tools).
 protos: $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py
+	bash scripts/test-tools.d/ruby.sh
+	examples/clients/ruby/generate.sh
