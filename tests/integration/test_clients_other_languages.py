@@ -166,7 +166,7 @@ def test_ruby_generated_code_matches_the_protos(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.rb"))
     committed = sorted(p.relative_to(RUBY_LIB) for p in RUBY_LIB.rglob("*.rb"))
-    assert fresh == committed, "examples/clients/ruby/lib is stale: run examples/clients/ruby/generate.sh"
+    assert fresh == committed, "examples/clients/ruby/lib is stale: run make protos (examples/clients/ruby/generate.sh)"
     assert fresh, "generate.sh made no Ruby code"
     stale = [str(p) for p in fresh if not filecmp.cmp(tmp_path / p, RUBY_LIB / p, shallow=False)]
-    assert not stale, f"examples/clients/ruby/lib is stale ({', '.join(stale)}): run examples/clients/ruby/generate.sh"
+    assert not stale, f"examples/clients/ruby/lib is stale ({', '.join(stale)}): run make protos (examples/clients/ruby/generate.sh)"
