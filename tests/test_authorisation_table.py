@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fedcore.proto import arbiter_pb2, coordinator_pb2, party_pb2, vertical_pb2
 from fedcore.rpc import AuthPolicy
 
 from fedsuite.arbiter.servicer import POLICY as ARBITER
@@ -20,6 +21,8 @@ PROTOS = Path(__file__).resolve().parent.parent / "protos" / "fedsuite" / "v1"
 POLICIES: dict[str, AuthPolicy] = {"Arbiter": ARBITER, "Coordinator": COORDINATOR, "Federation": EXCHANGE,
                                    "Party": PARTY}
 """Service name -> the POLICY table of the servicer that serves it."""
+PROTO_MODULES = (arbiter_pb2, coordinator_pb2, party_pb2, vertical_pb2)
+"""The generated modules whose files define the services."""
 ROLES = {"coordinator": "coordinator", "parties": "party", "party": "party", "admins": "admin", "admin": "admin",
          "arbiter": "arbiter"}
 """The words of "(callers: ...)" -> certificate roles."""
@@ -63,6 +66,14 @@ def test_policy_table_equals_the_proto_comments(service: str) -> None:
     documented = documented_table()[service]
     enforced = {method: frozenset(roles) for method, roles in POLICIES[service].items()}
     assert enforced == documented
+
+
+@pytest.mark.parametrize("service", sorted(POLICIES))
+def test_policy_table_covers_exactly_the_methods_the_service_descriptor_has(service: str) -> None:
+    """Independent of the comment parser: the compiled descriptors' methods are the table's keys."""
+    methods = next(module.DESCRIPTOR.services_by_name[service].methods for module in PROTO_MODULES
+                   if service in module.DESCRIPTOR.services_by_name)
+    assert set(POLICIES[service]) == {f"/fedsuite.v1.{service}/{method.name}" for method in methods}
 
 
 def test_the_parser_reads_multi_line_comments_and_every_rpc() -> None:
