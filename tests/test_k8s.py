@@ -10,7 +10,9 @@
 - NetworkPolicies evaluated: who reaches whose gRPC and metrics port equals the services' own
   authorisation tables (in one namespace by labels, across clusters by the ipBlock placeholders);
 - built-in kinds by ``kubernetes-validate --strict``; ServiceMonitor, PrometheusRule and the
-  optional cert-manager Certificate by the openAPIV3Schema of their CRDs (tests/data/crds), strict.
+  optional cert-manager Certificate by the openAPIV3Schema of their CRDs (tests/data/crds), strict;
+- all-in-one run as local processes with its rendered settings and volumes: probes pass, parties
+  register, a job succeeds.
 What only a cluster can prove is listed in k8s/README.md.
 """
 
@@ -18,9 +20,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ import pytest
 import yaml
 
 from fedcore.tls import ROLES
+from fedsuite.local import free_port
 from tests import test_deploy_files as deploy_files
 from tests.test_deploy_files import (
     GRPC_PORT,
@@ -45,6 +51,7 @@ from tests.test_deploy_files import (
 
 # The Dockerfile's fixtures: the probes must run its HEALTHCHECK, the pods its USER.
 stages, image_uid, probe_command = deploy_files.stages, deploy_files.image_uid, deploy_files.probe_command
+image_files = deploy_files.image_files
 
 K8S = ROOT / "k8s"
 CRDS = ROOT / "tests" / "data" / "crds"
@@ -680,3 +687,130 @@ def test_no_overlay_outside_the_readme() -> None:
     assert overlays == set(OVERLAYS)
     for overlay in overlays:
         assert f"kubectl apply -k k8s/overlays/{overlay}" in readme, f"k8s/README.md: how to deploy {overlay}"
+
+
+# -- all-in-one run as local processes ----------------------------------------------------------------
+class PodsAsProcesses:
+    """Runs the rendered all-in-one nodes as local processes, with what their pods would see: each
+    volume's mountPath a directory (the Secret's items written into it), each Service name and
+    0.0.0.0 port a 127.0.0.1 port, the image's working directory the state volume."""
+
+    def __init__(self, docs: list[dict[str, Any]], workdir: Path, image_files: dict[str, Path]) -> None:
+        self.docs, self.workdir, self.image_files = docs, workdir, image_files
+        self.ports = {(org, port): free_port() for org in NODES for port in (GRPC_PORT, METRICS_PORT)}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def volume_dir(self, org: str, mount_path: str) -> Path:
+        return self.workdir / org / mount_path.strip("/").replace("/", "_")
+
+    def map(self, org: str, value: str) -> str:
+        for mount_path in mounts(self.docs, org):
+            if value == mount_path or value.startswith(mount_path + "/"):
+                return str(self.volume_dir(org, mount_path)) + value[len(mount_path):]
+        if value in self.image_files:
+            return str(self.image_files[value])
+        host, _, port = value.rpartition(":")
+        owner = org if host == "0.0.0.0" else next((o for o in NODES if host == service_address(
+            self.docs, o).rpartition(":")[0]), None)
+        if owner is not None and port.isdigit() and (owner, int(port)) in self.ports:
+            return f"127.0.0.1:{self.ports[(owner, int(port))]}"
+        return value
+
+    def prepare(self, org: str, pki: Path, data: dict[str, Path]) -> None:
+        """The node's volumes: its Secret's three files, its data files, empty state and /tmp."""
+        for mount_path, mount in mounts(self.docs, org).items():
+            directory = self.volume_dir(org, mount_path)
+            directory.mkdir(parents=True, exist_ok=True)
+            if "secret" in mount["volume"]:
+                node = NODE_IDS[org]
+                sources = {"ca.crt": pki / "ca.pem", "tls.crt": pki / f"{node}.pem", "tls.key": pki / f"{node}.key"}
+                for item in mount["volume"]["secret"]["items"]:
+                    shutil.copy(sources[item["key"]], directory / item["path"])
+        for target, source in data.items():
+            shutil.copy(source, self.map(org, target))
+
+    def environment(self, org: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FEDSUITE_")}
+        env.update({k: self.map(org, v) for k, v in pod_environment(self.docs, org).items()})
+        return env
+
+    def command(self, org: str, argv: list[str]) -> list[str]:
+        argv = [self.map(org, a) for a in argv]
+        return [sys.executable, *argv[1:]] if argv[0] == "python" else [sys.executable, "-m", "fedsuite.cli", *argv]
+
+    def start(self, org: str, workdir: str) -> None:
+        log = open(self.workdir / f"{org}.log", "wb")  # noqa: SIM115  (the process keeps it)
+        self.processes[org] = subprocess.Popen(self.command(org, container(self.docs, org)["args"]),
+                                               env=self.environment(org), cwd=self.map(org, workdir),
+                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self, org: str) -> str:
+        return (self.workdir / f"{org}.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> dict[str, int | None]:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        for org, process in self.processes.items():
+            try:
+                codes[org] = process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+                codes[org] = None
+        return codes
+
+
+def test_all_in_one_settings_make_a_working_federation(
+    rendered: dict[str, list[dict[str, Any]]], tmp_path: Path, breast_dir: Path, stages: list[Stage],
+    image_files: dict[str, Path], probe_command: list[str],
+) -> None:
+    """The four nodes, started with the rendered settings and volumes, pass the pods' probe, the
+    parties register with the coordinator at the addresses they advertise and a job runs to the end."""
+    from fedcore.proto import coordinator_pb2 as pb
+    from fedcore.tls import TlsFiles, init_pki
+
+    from fedsuite.client import CoordinatorAdmin
+    from fedsuite.jobfile import load_job_spec
+
+    pki = tmp_path / "pki"
+    init_pki(pki, ["coordinator", "arbiter", "bank:party", "telecom:party", "admin"])
+    pods = PodsAsProcesses(rendered["all-in-one"], tmp_path / "pods", image_files)
+    workdir = stages[-1].last("WORKDIR")
+    assert workdir is not None
+    shares = {"bank": "party-a", "telecom": "party-b"}
+    try:
+        for org in ("neutral", "operator", "bank", "telecom"):
+            data = {}
+            if NODES[org] == "party":
+                dataset = node_config(rendered["all-in-one"], "all-in-one", org).datasets["breast"]
+                data = {dataset.path: breast_dir / f"{shares[org]}-train.csv",
+                        dataset.eval_path: breast_dir / f"{shares[org]}-eval.csv"}
+            pods.prepare(org, pki, data)
+            pods.start(org, workdir.value)
+        for org in NODES:
+            deadline, done = time.monotonic() + 30, None
+            while time.monotonic() < deadline:
+                assert pods.processes[org].poll() is None, f"{org} exited:\n{pods.log(org)}"
+                done = subprocess.run(pods.command(org, probe_command), env=pods.environment(org),
+                                      capture_output=True, text=True, timeout=15)
+                if done.returncode == 0:
+                    break
+                time.sleep(0.5)
+            assert done is not None and done.returncode == 0, f"{org}: the pods' probe fails: {done and done.stderr}"
+        coordinator = f"127.0.0.1:{pods.ports[('operator', GRPC_PORT)]}"
+        expected = {NODE_IDS[p]: f"127.0.0.1:{pods.ports[(p, GRPC_PORT)]}" for p in ("bank", "telecom")}
+        with CoordinatorAdmin(coordinator, TlsFiles.in_dir(pki, "admin"), timeout_s=5) as admin:
+            deadline, online = time.monotonic() + 20, {}
+            while time.monotonic() < deadline and online != expected:
+                online = {p.party_id: p.address for p in admin.parties() if p.online}
+                time.sleep(0.2)
+            assert online == expected, f"registered parties {online}:\n{pods.log('bank')}"
+            spec = load_job_spec(ROOT / "docker" / "jobs" / "breast-fedavg.yaml")
+            spec.horizontal.rounds, spec.horizontal.min_parties = 2, len(expected)
+            job = admin.wait(admin.submit(spec), timeout_s=90)
+            assert job.state == pb.JOB_STATE_SUCCEEDED, f"{job.reason}\n{pods.log('operator')}"
+    finally:
+        codes = pods.stop()
+    assert codes == {org: 0 for org in ("neutral", "operator", "bank", "telecom")}, f"SIGTERM: {codes}"
