@@ -22,7 +22,6 @@ import ipaddress
 import re
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -747,19 +746,8 @@ class PodsAsProcesses:
     def log(self, org: str) -> str:
         return (self.workdir / f"{org}.log").read_text(errors="replace")[-3000:]
 
-    def stop(self) -> dict[str, int | None]:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        codes: dict[str, int | None] = {}
-        for org, process in self.processes.items():
-            try:
-                codes[org] = process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-                codes[org] = None
-        return codes
+    # SIGTERM to every node (as the kubelet sends), then their exit statuses: the compose runner's.
+    stop = deploy_files.ComposeAsProcesses.down
 
 
 def test_all_in_one_settings_make_a_working_federation(
