@@ -348,16 +348,15 @@ def test_organisations_dial_each_others_public_names(rendered: dict[str, list[di
         assert (config.coordinator, config.advertise) == (public["operator"], public[party])
 
 
-@pytest.mark.parametrize("overlay", ["all-in-one", "bank"])
+@pytest.mark.parametrize("together", [True, False], ids=["all-in-one", "one-overlay-each"])
 def test_each_node_expects_the_certificate_names_its_peers_carry(rendered: dict[str, list[dict[str, Any]]],
-                                                                 overlay: str) -> None:
+                                                                 together: bool) -> None:
     """A party checks that the coordinator's certificate names coordinator_id, the coordinator the arbiter's."""
-    coordinator = node_config(rendered["all-in-one"], "all-in-one", "operator")
-    arbiter = node_config(rendered["all-in-one"], "all-in-one", "neutral")
-    assert coordinator.arbiter_id == arbiter.node_id
-    for org in OVERLAYS[overlay]:
-        if NODES[org] == "party":
-            assert node_config(rendered[overlay], overlay, org).coordinator_id == coordinator.node_id
+    overlay = {org: "all-in-one" if together else org for org in NODES}
+    config = {org: node_config(rendered[overlay[org]], overlay[org], org) for org in NODES}
+    assert config["operator"].arbiter_id == config["neutral"].node_id
+    for party in ("bank", "telecom"):
+        assert config[party].coordinator_id == config["operator"].node_id
 
 
 # -- Pod Security "restricted" --------------------------------------------------------------------
@@ -476,7 +475,7 @@ class Cluster:
 
     def __init__(self, docs: list[dict[str, Any]]) -> None:
         (namespace,) = kind_of(docs, "Namespace")
-        self.namespaces = {namespace["metadata"]["name"]: namespace["metadata"]["labels"],
+        self.namespaces = {namespace["metadata"]["name"]: dict(namespace["metadata"]["labels"]),
                            "monitoring": {"kubernetes.io/metadata.name": "monitoring"},
                            "kube-system": {"kubernetes.io/metadata.name": "kube-system"},
                            "elsewhere": {"kubernetes.io/metadata.name": "elsewhere"}}
