@@ -17,7 +17,8 @@ from fedcore.proto import coordinator_pb2 as pb
 
 from fedsuite.translate import hetero_params, seconds, utc
 
-KINDS = {"horizontal": "horizontal", "vertical": "vertical train", "vertical_predict": "vertical predict"}
+KINDS = {"horizontal": "horizontal", "vertical": "vertical train", "vertical_predict": "vertical predict",
+         "horizontal_predict": "horizontal predict"}
 
 
 def local_time(when: Timestamp, offset: bool = True) -> str:
@@ -35,8 +36,11 @@ def kind(job: pb.Job) -> str:
 
 
 def progress(job: pb.Job) -> str:
-    """Rounds (horizontal) or epochs (vertical) done out of the total, or rows scored (vertical predict)."""
+    """Rounds (horizontal) or epochs (vertical) done out of the total, or rows scored (predict jobs)."""
     which = job.spec.WhichOneof("kind")
+    if which == "horizontal_predict":
+        scored = job.horizontal_predict_result.overall.n_samples
+        return f"{scored} rows" if job.HasField("horizontal_predict_result") else "scoring"
     if which == "horizontal":
         return f"{job.current_round}/{job.spec.horizontal.rounds}"
     if which == "vertical":
@@ -49,6 +53,8 @@ def latest_auc(job: pb.Job) -> float | None:
     """The vertical result's AUC (the guest's, on its labels), else the newest evaluated round's; None if never evaluated."""
     if "auc" in job.vertical_result.metrics:
         return job.vertical_result.metrics["auc"]
+    if job.HasField("horizontal_predict_result"):
+        return job.horizontal_predict_result.overall.auc
     evaluated = [r for r in job.rounds if r.HasField("eval")]
     return evaluated[-1].eval.auc if evaluated else None
 
@@ -69,7 +75,8 @@ def jobs_table(jobs: list[pb.Job]) -> Table:
 
 
 def job_summary(job: pb.Job) -> RenderableType:
-    """Name, kind, state, reason, progress, times, then a table of rounds (horizontal) or epochs (vertical)."""
+    """Name, kind, state, reason, progress, times, then a table of rounds (horizontal), epochs (vertical) or
+    parties (horizontal predict)."""
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
@@ -84,17 +91,33 @@ def job_summary(job: pb.Job) -> RenderableType:
             rows.append(("aligned rows", str(result.intersection)))
         if result.scores_path:
             rows.append(("scores", f"{result.scores_path} (on the guest)"))
+    if job.spec.HasField("horizontal_predict"):
+        spec = job.spec.horizontal_predict
+        rows.append(("model", f"job {spec.model_job_id} round "
+                              f"{job.horizontal_predict_result.model_round or spec.model_round or 'latest'}"))
     for name, value in rows:
         facts.add_row(name, value)
     parts: list[RenderableType] = [facts]
     if job.rounds and job.spec.HasField("horizontal"):
         parts += ["", _rounds_table(job)]
+    elif job.HasField("horizontal_predict_result"):
+        parts += ["", _parties_table(job.horizontal_predict_result)]
     elif result.losses:
         epochs = Table("epoch", "loss", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
         for epoch, loss in enumerate(result.losses, 1):
             epochs.add_row(str(epoch), f"{loss:.6f}")
         parts += ["", epochs]
     return Group(*parts)
+
+
+def _parties_table(result: pb.HorizontalPredictResult) -> Table:
+    table = Table("party", "rows", "loss", "accuracy", "auc", "scores written", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False)
+    for party, m in [*sorted(result.party_metrics.items()), ("overall", result.overall)]:
+        written = result.rows_written.get(party) if party != "overall" else None
+        table.add_row(party, str(m.n_samples), _number(m.loss), _number(m.accuracy), _number(m.auc),
+                      "-" if written is None else str(written))
+    return table
 
 
 def _rounds_table(job: pb.Job) -> Table:

@@ -95,6 +95,19 @@ def predict_proba(model: DownloadedModel, X: np.ndarray) -> np.ndarray:
     return network.predict_proba(model.weights, X)
 
 
+def score_columns(proba: np.ndarray, ids: np.ndarray | None, labels: np.ndarray | None) -> dict[str, Sequence[object]]:
+    """The columns of a scores file (see :func:`score_csv`), as every scorer writes them."""
+    columns: dict[str, Sequence[object]] = {} if ids is None else {"id": ids.tolist()}
+    if proba.shape[1] == 2:
+        columns["score"] = proba[:, 1].tolist()
+    else:
+        columns |= {f"score_{k}": proba[:, k].tolist() for k in range(proba.shape[1])}
+        columns["predicted"] = proba.argmax(axis=1).tolist()
+    if labels is not None:
+        columns["label"] = labels.tolist()
+    return columns
+
+
 def score_csv(model_path: str | Path, data_path: str | Path, out_path: str | Path,
               id_column: str | None = None, label: str | None = None) -> int:
     """Score every row of ``data_path`` into ``out_path``; returns the row count.
@@ -113,15 +126,7 @@ def score_csv(model_path: str | Path, data_path: str | Path, out_path: str | Pat
         raise ValueError(
             f"{data} has {rows.X.shape[1]} feature columns ({', '.join(rows.feature_names)}); the model takes "
             f"{model.info.n_features}: name the id column with --id-column and the label column with --label")
-    proba = predict_proba(model, rows.X)
-    columns: dict[str, Sequence[object]] = {} if rows.ids is None else {"id": rows.ids.tolist()}
-    if proba.shape[1] == 2:
-        columns["score"] = proba[:, 1].tolist()
-    else:
-        columns |= {f"score_{k}": proba[:, k].tolist() for k in range(proba.shape[1])}
-        columns["predicted"] = proba.argmax(axis=1).tolist()
-    if rows.y is not None:
-        columns["label"] = rows.y.tolist()
+    columns = score_columns(predict_proba(model, rows.X), rows.ids, rows.y)
     try:
         return write_scores(Path(out_path), columns)
     except OSError as err:

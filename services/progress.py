@@ -10,7 +10,7 @@ from fedcore.proto import coordinator_pb2 as pb
 from fedsuite.client import CoordinatorAdmin
 
 
-UNITS = {"horizontal": "round", "vertical": "epoch", "vertical_predict": "step"}
+UNITS = {"horizontal": "round", "vertical": "epoch", "vertical_predict": "step", "horizontal_predict": "step"}
 """What the bar counts, by job kind."""
 
 

@@ -17,12 +17,34 @@ class JobRefused(Exception):
     """The job cannot run with the parties registered now (FAILED_PRECONDITION); the message says why."""
 
 
+def check_model_source(spec: pb.HorizontalPredictSpec, source: pb.Job | None) -> None:
+    """Raise JobRefused unless ``source`` (the job ``model_job_id`` names) has the model round asked for."""
+    if source is None:
+        raise JobRefused(f"horizontal_predict.model_job_id: no job {spec.model_job_id!r}")
+    if not source.spec.HasField("horizontal"):
+        raise JobRefused(f"job {spec.model_job_id} is a {source.spec.WhichOneof('kind')} job; horizontal_predict "
+                         "scores with a horizontal job's global model (vertical models: vertical_predict)")
+    if source.spec.horizontal.model.type == pb.MODEL_TYPE_VECTOR:
+        raise JobRefused(f"job {spec.model_job_id} trains a 'vector' model, which depends on no data: it scores nothing")
+    if source.current_round < 1:
+        raise JobRefused(f"job {spec.model_job_id} has committed no round yet: it has no model to score with")
+    if spec.model_round > source.current_round:
+        raise JobRefused(f"job {spec.model_job_id} has committed rounds 1..{source.current_round}, "
+                         f"not round {spec.model_round}")
+
+
 def check_runnable(spec: pb.JobSpec, parties: Sequence[pb.PartyInfo]) -> None:
     """Raise JobRefused, naming the dataset or party, when ``spec`` cannot run on ``parties``."""
     declared = {p.party_id: {d.name for d in p.datasets} for p in parties}
     kind = spec.WhichOneof("kind")
     if kind == "horizontal":
         _check_horizontal(spec.horizontal, declared)
+    elif kind == "horizontal_predict":
+        body = spec.horizontal_predict
+        for party in body.parties:
+            _check_declares(declared, party, body.dataset, "party")
+        if not body.parties and not any(body.dataset in names for names in declared.values()):
+            raise JobRefused(f"no registered party declares dataset {body.dataset!r}; {_inventory(declared)}")
     elif kind in ("vertical", "vertical_predict"):
         body = spec.vertical if kind == "vertical" else spec.vertical_predict
         _check_declares(declared, body.guest, body.guest_dataset, "guest")

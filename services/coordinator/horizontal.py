@@ -22,7 +22,6 @@ from fedcore import telemetry, tensors
 from fedcore.data import combine_statistics
 from fedcore.crypto.paillier import PublicKey
 from fedcore.ml.fedavg import EncryptedFedAvg, EncryptedRoundResult, RoundResult, StreamingFedAvg
-from fedcore.ml.metrics import Metrics, weighted_mean
 from fedcore.ml.models import build_model
 from fedcore.proto import arbiter_pb2, common_pb2, coordinator_pb2 as pb, party_pb2
 from fedcore.rpc import error_text
@@ -30,7 +29,8 @@ from fedcore.rpc import error_text
 from fedsuite.coordinator.job_context import JobContext, JobFailed
 from fedsuite.faults import crash_point
 from fedsuite.coordinator.party_client import serialise_global_chunks
-from fedsuite.coordinator.party_reports import BadReport, check_description, check_evaluation, declared_dataset
+from fedsuite.coordinator.evaluation import score_on
+from fedsuite.coordinator.party_reports import BadReport, check_description, declared_dataset
 from fedsuite.translate import duration, model_config, seconds
 
 PAILLIER_EXPONENT = -40
@@ -403,31 +403,12 @@ class HorizontalFedAvgJob:
         ]
         if not holders:
             return None, {}
-        task = self._task(round_number, info)
-        replies, failures = self.ctx.gather({
-            p.party_id: self.ctx.parties.evaluate(p.address, task, chunks, self.round_timeout_s) for p in holders
-        })
-        for party_id, reason in failures.items():
+        scores = score_on(self.ctx, holders, self._task(round_number, info), chunks, self.round_timeout_s)
+        for party_id, reason in scores.failed.items():
             self.ctx.log.warning("evaluation_failed", party_id=party_id, reason=reason)
-        by_party: dict[str, common_pb2.EvalMetrics] = {}
-        for party in holders:
-            reply = replies.get(party.party_id)
-            if reply is None:
-                continue
-            try:
-                check_evaluation(reply.metrics, declared_dataset(party, self.spec.dataset))
-            except BadReport as err:
-                self._name_bad_party(party.party_id, round_number, f"refused its Evaluate reply: {err}")
-                continue
-            by_party[party.party_id] = reply.metrics
-        if not by_party:
-            return None, {}
-        overall = weighted_mean([Metrics(m.loss, m.accuracy, m.auc, m.n_samples) for m in by_party.values()])
-        return (
-            common_pb2.EvalMetrics(loss=overall.loss, accuracy=overall.accuracy, auc=overall.auc,
-                                   n_samples=overall.n_samples),
-            by_party,
-        )
+        for party_id, why in scores.refused.items():
+            self._name_bad_party(party_id, round_number, why)
+        return scores.overall(), scores.metrics
 
     def decrypt_mean(
         self, round_number: int, result: EncryptedRoundResult, specs: Sequence[tensors.TensorSpec],

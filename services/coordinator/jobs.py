@@ -16,12 +16,13 @@ from fedcore.audit import AuditLog
 from fedcore.proto import coordinator_pb2 as pb
 
 from fedsuite.coordinator import specs
-from fedsuite.coordinator.admission import check_runnable
+from fedsuite.coordinator.admission import check_model_source, check_runnable
 from fedsuite.coordinator.horizontal import HorizontalFedAvgJob
+from fedsuite.coordinator.horizontal_predict import HorizontalPredictJob, summary
 from fedsuite.coordinator.job_context import JobCancelled, JobContext, JobFailed, audit_round
 from fedsuite.coordinator.party_client import PartyClient
 from fedsuite.coordinator.registry import PartyRegistry
-from fedsuite.coordinator.store import TERMINAL_STATES, CheckpointStore, SqliteStore
+from fedsuite.coordinator.store import TERMINAL_STATES, CheckpointStore, JobNotFound, SqliteStore
 from fedsuite.coordinator.vertical import VerticalJob
 
 log = telemetry.get_logger()
@@ -72,6 +73,12 @@ class JobManager:
         """Validate, store and start a job; SpecError on a bad spec, JobRefused when it cannot run."""
         normalised = specs.normalise(spec)
         check_runnable(normalised, self._registry.parties())
+        if normalised.HasField("horizontal_predict"):
+            try:
+                source: pb.Job | None = self._store.get_job(normalised.horizontal_predict.model_job_id)
+            except JobNotFound:
+                source = None
+            check_model_source(normalised.horizontal_predict, source)
         job_id = uuid.uuid4().hex[:12]
         self._store.create_job(job_id, normalised)
         self._audit.record("job_submitted", job_id=job_id, name=normalised.name, kind=normalised.WhichOneof("kind"))
@@ -208,6 +215,11 @@ class JobManager:
                 if job.spec.WhichOneof("kind") == "horizontal":
                     HorizontalFedAvgJob(context, job.spec.horizontal).run()
                     done = f"all {job.spec.horizontal.rounds} rounds committed"
+                elif job.spec.HasField("horizontal_predict"):
+                    scored = HorizontalPredictJob(context, job.spec.horizontal_predict).run()
+                    self._store.save_result(job_id, scored)
+                    done = (f"{len(scored.party_metrics)} parties scored {scored.overall.n_samples} rows with round "
+                            f"{scored.model_round}: {summary(scored.overall)}")
                 else:
                     result = VerticalJob(context, job.spec).run()
                     self._store.save_result(job_id, result)

@@ -74,14 +74,16 @@ def _check_labels(labels: list[int], n_rows: int) -> None:
                         f"{MAX_CLASSES} classes)")
 
 
-def check_evaluation(metrics: common_pb2.EvalMetrics, declared: common_pb2.DatasetInfo) -> None:
-    """Raises BadReport unless ``metrics`` are in range and count at most the held-out rows declared."""
+def check_evaluation(metrics: common_pb2.EvalMetrics, declared: common_pb2.DatasetInfo, all_rows: bool = False) -> None:
+    """Raises BadReport unless ``metrics`` are in range and count at most the rows declared (held-out
+    ones, or with ``all_rows`` training and held-out ones)."""
     if not (math.isfinite(metrics.loss) and metrics.loss >= 0):
         raise BadReport(f"loss={metrics.loss} is not a finite number >= 0")
     if not 0 <= metrics.accuracy <= 1:
         raise BadReport(f"accuracy={metrics.accuracy} is outside [0, 1]")
     if not (math.isnan(metrics.auc) or 0 <= metrics.auc <= 1):  # nan: undefined with one class present
         raise BadReport(f"auc={metrics.auc} is outside [0, 1]")
-    if not 0 < metrics.n_samples <= declared.n_eval_rows:
-        raise BadReport(f"n_samples={metrics.n_samples} is not in 1..{declared.n_eval_rows}, "
-                        "the held-out rows it declared at registration")
+    bound, which = ((declared.n_rows + declared.n_eval_rows, "rows") if all_rows
+                    else (declared.n_eval_rows, "held-out rows"))
+    if not 0 < metrics.n_samples <= bound:
+        raise BadReport(f"n_samples={metrics.n_samples} is not in 1..{bound}, the {which} it declared at registration")

@@ -44,7 +44,8 @@ def _require(ok: bool, field: str, message: str) -> None:
 def normalise(spec: pb.JobSpec) -> pb.JobSpec:
     """A validated copy of ``spec`` with defaults filled in."""
     kind = spec.WhichOneof("kind")
-    _require(kind is not None, "spec", "must set one job kind: horizontal, vertical or vertical_predict")
+    _require(kind is not None, "spec", "must set one job kind: horizontal, vertical, vertical_predict or "
+                                       "horizontal_predict")
     result = pb.JobSpec()
     result.CopyFrom(spec)
     _check_enums(result, "")
@@ -59,6 +60,8 @@ def normalise(spec: pb.JobSpec) -> pb.JobSpec:
         _require(_ID.match(result.vertical.model_id) is not None or not result.vertical.model_id,
                  "vertical.model_id", "must be letters, digits, '.', '_' or '-'")
         _check_version(result.vertical.model_version, "vertical.model_version")
+    elif kind == "horizontal_predict":
+        _normalise_horizontal_predict(result.horizontal_predict)
     else:
         _normalise_parties(result.vertical_predict, "vertical_predict.")
         _require(bool(result.vertical_predict.model_id), "vertical_predict.model_id", "must name a trained model")
@@ -79,6 +82,8 @@ def total_rounds(spec: pb.JobSpec) -> int:
         return spec.horizontal.rounds
     if kind == "vertical":
         return hetero_params(spec.vertical.params).max_iter
+    if kind == "horizontal_predict":
+        return 1  # one step: every party scores at once
     return predict_steps(bool(spec.vertical_predict.scores_path))
 
 
@@ -118,6 +123,22 @@ def _normalise_parties(v: pb.VerticalJobSpec | pb.VerticalPredictSpec, f: str) -
     _require(bool(v.guest_dataset), f + "guest_dataset", "must name the guest's dataset")
     _require(bool(v.host_dataset), f + "host_dataset", "must name the hosts' dataset")
     _timeout(v.step_timeout, DEFAULT_STEP_TIMEOUT_S, f + "step_timeout")
+
+
+def _normalise_horizontal_predict(p: pb.HorizontalPredictSpec) -> None:
+    f = "horizontal_predict."
+    _require(bool(p.dataset.strip()), f + "dataset", "must name a dataset the parties hold")
+    _require(_ID.match(p.model_job_id) is not None, f + "model_job_id", "must name the horizontal job whose model scores")
+    _require(p.model_round >= 0, f + "model_round", f"must be 0 (the last committed round) or a round (got {p.model_round})")
+    _require(len(set(p.parties)) == len(p.parties), f + "parties", "must not name a party twice")
+    if not p.rows:
+        p.rows = pb.PREDICT_ROWS_ALL
+    if p.scores_path:
+        try:
+            checked_scores_path(p.scores_path, f + "scores_path")
+        except ValueError as err:
+            raise SpecError(str(err)) from err
+    _timeout(p.timeout, DEFAULT_ROUND_TIMEOUT_S, f + "timeout")
 
 
 def _normalise_horizontal(h: pb.HorizontalJobSpec) -> None:

@@ -105,8 +105,9 @@ class SqliteStore:
             created_at=timestamp(created_at),
             updated_at=timestamp(updated_at),
         )
-        if result is not None:
-            job.vertical_result.ParseFromString(result)
+        if result is not None:  # the kind's result message, serialised
+            (job.horizontal_predict_result if job.spec.HasField("horizontal_predict")
+             else job.vertical_result).ParseFromString(result)
         return job
 
     def list_jobs(self, limit: int) -> list[pb.Job]:
@@ -169,7 +170,7 @@ class SqliteStore:
         )
         return cursor.rowcount == 1
 
-    def save_result(self, job_id: str, result: vertical_pb2.VerticalResult) -> None:
+    def save_result(self, job_id: str, result: vertical_pb2.VerticalResult | pb.HorizontalPredictResult) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE jobs SET result = ?, updated_at = ? WHERE job_id = ?",

@@ -63,6 +63,7 @@ def _task(message: party_pb2.TrainTask) -> Task:
         job_id=message.job_id, round=message.round, dataset=message.dataset,
         model=model_config(message.model, message.n_features, message.n_classes),
         train=train_config(message), feature_mean=mean, feature_scale=scale, encryption=encryption,
+        all_rows=message.all_rows, scores_path=message.scores_path,
     )
 
 
@@ -125,12 +126,15 @@ class PartyServicer(party_pb2_grpc.PartyServicer):
     def Evaluate(self, request_iterator: Iterator[party_pb2.EvaluateRequest], context: grpc.ServicerContext) -> party_pb2.EvaluateResponse:
         try:
             task, model, weights = self._receive(request_iterator)
-            metrics = self._work.evaluate(task, model, weights)
+            metrics, written = self._work.evaluate(task, model, weights, self._vertical.scores_dir)
         except (ValueError, KeyError) as err:
             _abort(context, err)
+        except OSError as err:
+            abort(context, grpc.StatusCode.INTERNAL, f"{self._node_id} could not write its scores: {err.strerror or err}")
         return party_pb2.EvaluateResponse(
             metrics=common_pb2.EvalMetrics(loss=metrics.loss, accuracy=metrics.accuracy, auc=metrics.auc,
-                                           n_samples=metrics.n_samples)
+                                           n_samples=metrics.n_samples),
+            rows_written=written,
         )
 
 

@@ -32,7 +32,8 @@ class VerticalParty:
     def __init__(self, work: LocalWork, models: ModelStore, scores_dir: Path) -> None:
         self._work = work
         self._models = models
-        self._scores_dir = scores_dir
+        self.scores_dir = scores_dir
+        """Where this party's scores files go (vertical and horizontal predict jobs alike)."""
 
     def _rows(self, task: vertical_pb2.VerticalTask, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
         data = self._work.dataset(task.dataset)
@@ -75,7 +76,7 @@ class VerticalParty:
         if task.role == vertical_pb2.VERTICAL_ROLE_GUEST:
             if document.get("role") != "guest":
                 raise TaskMismatch(f"model {task.model_id} v{version} on this party is a host model")
-            scores_file = self._scores_dir / checked_scores_path(task.scores_path) if task.scores_path else None
+            scores_file = self.scores_dir / checked_scores_path(task.scores_path) if task.scores_path else None
             X, y, ids = self._rows(task, need_labels=False)
             steps = predict_steps(scores_file is not None)
 

@@ -8,6 +8,7 @@ servicer maps to gRPC status codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from fedcore.ml.models import Model, ModelConfig, Weights, build_model
 from fedcore.ml.training import LocalResult, TrainConfig, train_local
 
 from fedsuite.party.datasets import DatasetCatalog
+from fedsuite.predict import checked_scores_path, score_columns, write_scores
 
 
 class UnknownDataset(KeyError):
@@ -41,6 +43,10 @@ class Task:
     feature_scale: np.ndarray | None
     encryption: tuple[PublicKey, int] | None = None
     """Secure aggregation: the arbiter's key and the fixed-point exponent of the encrypted update."""
+    all_rows: bool = False
+    """Evaluate: score training and held-out rows (a predict job), not only the held-out ones."""
+    scores_path: str = ""
+    """Evaluate: also write each row's scores here, under the party's scores directory."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +113,29 @@ class LocalWork:
         data = self.dataset(task.dataset)
         return train_local(model, weights, self._features(task, data.X), data.y, task.train)
 
-    def evaluate(self, task: Task, model: Model, weights: Weights) -> Metrics:
+    def evaluate(self, task: Task, model: Model, weights: Weights, scores_dir: Path) -> tuple[Metrics, int]:
+        """Metrics of the model on the held-out rows (or all rows), and how many rows' scores were written."""
         data = self.dataset(task.dataset)
-        if len(data.X_eval) == 0 or data.y_eval is None:
+        if task.all_rows:
+            X, y = np.concatenate([data.X, data.X_eval]), _joined(data.y, data.y_eval)
+            ids = _joined(data.ids, data.ids_eval)
+        else:
+            X, y, ids = data.X_eval, data.y_eval, data.ids_eval
+        if y is None:
+            raise TaskMismatch(f"dataset {task.dataset!r} has no label column to evaluate with")
+        if len(X) == 0:
             raise TaskMismatch(f"dataset {task.dataset!r} has no held-out rows to evaluate on")
-        return evaluate(model, weights, self._features(task, data.X_eval), data.y_eval)
+        features = self._features(task, X)
+        metrics = evaluate(model, weights, features, y)
+        if not task.scores_path:
+            return metrics, 0
+        columns = score_columns(model.predict_proba(weights, features), ids, y)
+        return metrics, write_scores(scores_dir / checked_scores_path(task.scores_path), columns)
+
+
+def _joined(train: np.ndarray | None, held_out: np.ndarray | None) -> np.ndarray | None:
+    """Training then held-out values of one column (None when the dataset has no such column)."""
+    return None if train is None or held_out is None else np.concatenate([train, held_out])
 
 
 def encrypted_update(result: LocalResult, public_key: PublicKey, exponent: int) -> list[EncryptedArray]:

@@ -106,8 +106,8 @@ def test_unknown_keys_refused_by_name() -> None:
     with pytest.raises(JobFileError, match=r"^unknown key\(s\): horizontal\.model\.layers; "
                                            r"horizontal\.model takes hidden_units, type, vector_size$"):
         parse_job_spec(_job(model={"type": "mlp", "layers": [4]}))
-    with pytest.raises(JobFileError, match=r"^unknown key\(s\): federated; the top level takes horizontal, name, "
-                                           r"vertical, vertical_predict$"):
+    with pytest.raises(JobFileError, match=r"^unknown key\(s\): federated; the top level takes horizontal, "
+                                           r"horizontal_predict, name, vertical, vertical_predict$"):
         parse_job_spec({"federated": {}})
 
 
@@ -118,7 +118,7 @@ def test_every_unknown_key_is_named_at_once_at_every_depth() -> None:
         parse_job_spec(values)
     message = str(caught.value)
     assert message.startswith("unknown key(s): nmae, horizontal.epochs, horizontal.rouns, horizontal.model.layers; "
-                              "the top level takes horizontal, name, vertical, vertical_predict; horizontal takes "), message
+                              "the top level takes horizontal, horizontal_predict, name, vertical, vertical_predict; horizontal takes "), message
     assert message.endswith("; horizontal.model takes hidden_units, type, vector_size"), message
     with pytest.raises(JobFileError, match=r"^unknown key\(s\): vertical\.params\.init_param, vertical\.params\.lr; "
                                            r"vertical\.params takes alpha, batch_size, "):
@@ -175,8 +175,8 @@ def test_numbers_yaml_leaves_as_text_and_special_floats() -> None:
 
 
 def test_two_job_kinds_refused() -> None:
-    with pytest.raises(JobFileError, match=r"^job: set only one of horizontal, vertical, vertical_predict "
-                                           r"\(got horizontal, vertical\)$"):
+    with pytest.raises(JobFileError, match=r"^job: set only one of horizontal, vertical, vertical_predict, "
+                                           r"horizontal_predict \(got horizontal, vertical\)$"):
         parse_job_spec({**MINIMAL, "vertical": {"guest": "a"}})
 
 
@@ -319,7 +319,7 @@ def test_nan_learning_rate_built_directly() -> None:
 
 
 def test_no_job_kind_refused() -> None:
-    with pytest.raises(SpecError, match="^spec must set one job kind: horizontal, vertical or vertical_predict$"):
+    with pytest.raises(SpecError, match="^spec must set one job kind: horizontal, vertical, vertical_predict or horizontal_predict$"):
         normalise(parse_job_spec({"name": "nothing"}))
     with pytest.raises(SpecError, match="must set one job kind"):
         normalise(pb.JobSpec())

@@ -176,7 +176,8 @@ def _filled_in(given: Message, normalised: Message) -> Iterator[tuple[FieldDescr
     {"horizontal": {"dataset": "d", "model": {"type": "logistic_regression"}, "secure_aggregation": "paillier"}},
     {"vertical": {"guest": "g", "hosts": ["h"], "guest_dataset": "a", "host_dataset": "b"}},
     {"vertical_predict": {"guest": "g", "hosts": ["h"], "guest_dataset": "a", "host_dataset": "b", "model_id": "m"}},
-], ids=["horizontal", "horizontal-paillier", "vertical", "vertical_predict"])
+    {"horizontal_predict": {"dataset": "d", "model_job_id": "j"}},
+], ids=["horizontal", "horizontal-paillier", "vertical", "vertical_predict", "horizontal_predict"])
 def test_every_default_normalise_fills_in_is_in_the_field_comment(job: dict[str, object]) -> None:
     """The defaults are the code's (specs.normalise), so a changed default with a stale comment fails here."""
     spec = parse_job_spec(job)

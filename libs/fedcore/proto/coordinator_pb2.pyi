@@ -28,6 +28,12 @@ class SecureAggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SECURE_AGGREGATION_NONE: _ClassVar[SecureAggregation]
     SECURE_AGGREGATION_PAILLIER: _ClassVar[SecureAggregation]
 
+class PredictRows(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PREDICT_ROWS_UNSPECIFIED: _ClassVar[PredictRows]
+    PREDICT_ROWS_ALL: _ClassVar[PredictRows]
+    PREDICT_ROWS_HELD_OUT: _ClassVar[PredictRows]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
@@ -58,6 +64,9 @@ MODEL_TYPE_VECTOR: ModelType
 SECURE_AGGREGATION_UNSPECIFIED: SecureAggregation
 SECURE_AGGREGATION_NONE: SecureAggregation
 SECURE_AGGREGATION_PAILLIER: SecureAggregation
+PREDICT_ROWS_UNSPECIFIED: PredictRows
+PREDICT_ROWS_ALL: PredictRows
+PREDICT_ROWS_HELD_OUT: PredictRows
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_RUNNING: JobState
@@ -202,16 +211,62 @@ class HorizontalJobSpec(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., rounds: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[_common_pb2.Penalty, str]] = ..., alpha: _Optional[float] = ..., min_parties: _Optional[int] = ..., fraction: _Optional[float] = ..., round_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., seed: _Optional[int] = ..., max_round_retries: _Optional[int] = ..., standardize: _Optional[bool] = ..., evaluate_every: _Optional[int] = ..., secure_aggregation: _Optional[_Union[SecureAggregation, str]] = ..., key_bits: _Optional[int] = ..., max_update_norm: _Optional[float] = ..., max_abs_weight: _Optional[float] = ..., max_party_weight: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "horizontal", "vertical", "vertical_predict")
+    __slots__ = ("name", "horizontal", "vertical", "vertical_predict", "horizontal_predict")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HORIZONTAL_FIELD_NUMBER: _ClassVar[int]
     VERTICAL_FIELD_NUMBER: _ClassVar[int]
     VERTICAL_PREDICT_FIELD_NUMBER: _ClassVar[int]
+    HORIZONTAL_PREDICT_FIELD_NUMBER: _ClassVar[int]
     name: str
     horizontal: HorizontalJobSpec
     vertical: _vertical_pb2.VerticalJobSpec
     vertical_predict: _vertical_pb2.VerticalPredictSpec
-    def __init__(self, name: _Optional[str] = ..., horizontal: _Optional[_Union[HorizontalJobSpec, _Mapping]] = ..., vertical: _Optional[_Union[_vertical_pb2.VerticalJobSpec, _Mapping]] = ..., vertical_predict: _Optional[_Union[_vertical_pb2.VerticalPredictSpec, _Mapping]] = ...) -> None: ...
+    horizontal_predict: HorizontalPredictSpec
+    def __init__(self, name: _Optional[str] = ..., horizontal: _Optional[_Union[HorizontalJobSpec, _Mapping]] = ..., vertical: _Optional[_Union[_vertical_pb2.VerticalJobSpec, _Mapping]] = ..., vertical_predict: _Optional[_Union[_vertical_pb2.VerticalPredictSpec, _Mapping]] = ..., horizontal_predict: _Optional[_Union[HorizontalPredictSpec, _Mapping]] = ...) -> None: ...
+
+class HorizontalPredictSpec(_message.Message):
+    __slots__ = ("dataset", "model_job_id", "model_round", "parties", "rows", "scores_path", "timeout")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    MODEL_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ROUND_FIELD_NUMBER: _ClassVar[int]
+    PARTIES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_PATH_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    model_job_id: str
+    model_round: int
+    parties: _containers.RepeatedScalarFieldContainer[str]
+    rows: PredictRows
+    scores_path: str
+    timeout: _duration_pb2.Duration
+    def __init__(self, dataset: _Optional[str] = ..., model_job_id: _Optional[str] = ..., model_round: _Optional[int] = ..., parties: _Optional[_Iterable[str]] = ..., rows: _Optional[_Union[PredictRows, str]] = ..., scores_path: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class HorizontalPredictResult(_message.Message):
+    __slots__ = ("model_round", "party_metrics", "overall", "rows_written")
+    class PartyMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.EvalMetrics
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.EvalMetrics, _Mapping]] = ...) -> None: ...
+    class RowsWrittenEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MODEL_ROUND_FIELD_NUMBER: _ClassVar[int]
+    PARTY_METRICS_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_FIELD_NUMBER: _ClassVar[int]
+    ROWS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    model_round: int
+    party_metrics: _containers.MessageMap[str, _common_pb2.EvalMetrics]
+    overall: _common_pb2.EvalMetrics
+    rows_written: _containers.ScalarMap[str, int]
+    def __init__(self, model_round: _Optional[int] = ..., party_metrics: _Optional[_Mapping[str, _common_pb2.EvalMetrics]] = ..., overall: _Optional[_Union[_common_pb2.EvalMetrics, _Mapping]] = ..., rows_written: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec",)
@@ -249,7 +304,7 @@ class RoundMetrics(_message.Message):
     def __init__(self, round: _Optional[int] = ..., parties: _Optional[_Iterable[str]] = ..., train_loss: _Optional[float] = ..., eval: _Optional[_Union[_common_pb2.EvalMetrics, _Mapping]] = ..., eval_by_party: _Optional[_Mapping[str, _common_pb2.EvalMetrics]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "spec", "state", "reason", "current_round", "rounds", "created_at", "updated_at", "vertical_result")
+    __slots__ = ("job_id", "spec", "state", "reason", "current_round", "rounds", "created_at", "updated_at", "vertical_result", "horizontal_predict_result")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +314,7 @@ class Job(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     VERTICAL_RESULT_FIELD_NUMBER: _ClassVar[int]
+    HORIZONTAL_PREDICT_RESULT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     spec: JobSpec
     state: JobState
@@ -268,7 +324,8 @@ class Job(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     vertical_result: _vertical_pb2.VerticalResult
-    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., current_round: _Optional[int] = ..., rounds: _Optional[_Iterable[_Union[RoundMetrics, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., vertical_result: _Optional[_Union[_vertical_pb2.VerticalResult, _Mapping]] = ...) -> None: ...
+    horizontal_predict_result: HorizontalPredictResult
+    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., current_round: _Optional[int] = ..., rounds: _Optional[_Iterable[_Union[RoundMetrics, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., vertical_result: _Optional[_Union[_vertical_pb2.VerticalResult, _Mapping]] = ..., horizontal_predict_result: _Optional[_Union[HorizontalPredictResult, _Mapping]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -29,7 +29,7 @@ from fedcore.proto import tensor_pb2 as fedsuite_dot_v1_dot_tensor__pb2
 from fedcore.proto import vertical_pb2 as fedsuite_dot_v1_dot_vertical__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64suite/v1/party.proto\x12\x0b\x66\x65\x64suite.v1\x1a\x18\x66\x65\x64suite/v1/common.proto\x1a\x1d\x66\x65\x64suite/v1/coordinator.proto\x1a\x18\x66\x65\x64suite/v1/tensor.proto\x1a\x1a\x66\x65\x64suite/v1/vertical.proto\"6\n\x13\x44\x65scribeDataRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"}\n\x14\x44\x65scribeDataResponse\x12\x0e\n\x06n_rows\x18\x01 \x01(\x03\x12\x12\n\nn_features\x18\x02 \x01(\x05\x12\x13\n\x0b\x66\x65\x61ture_sum\x18\x03 \x03(\x01\x12\x16\n\x0e\x66\x65\x61ture_sum_sq\x18\x04 \x03(\x01\x12\x14\n\x0c\x63lass_labels\x18\x05 \x03(\x03\"\xea\x02\n\tTrainTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12%\n\x05model\x18\x04 \x01(\x0b\x32\x16.fedsuite.v1.ModelSpec\x12\x12\n\nn_features\x18\x05 \x01(\x05\x12\x11\n\tn_classes\x18\x06 \x01(\x05\x12\x14\n\x0clocal_epochs\x18\x07 \x01(\x05\x12\x12\n\nbatch_size\x18\x08 \x01(\x05\x12\x15\n\rlearning_rate\x18\t \x01(\x01\x12%\n\x07penalty\x18\n \x01(\x0e\x32\x14.fedsuite.v1.Penalty\x12\r\n\x05\x61lpha\x18\x0b \x01(\x01\x12\x0c\n\x04seed\x18\x0c \x01(\x03\x12\x14\n\x0c\x66\x65\x61ture_mean\x18\r \x03(\x01\x12\x15\n\rfeature_scale\x18\x0e \x03(\x01\x12\x12\n\npaillier_n\x18\x0f \x01(\x0c\x12\x19\n\x11paillier_exponent\x18\x10 \x01(\x05\"s\n\x0cTrainRequest\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x16.fedsuite.v1.TrainTaskH\x00\x12\x30\n\x0cglobal_chunk\x18\x02 \x01(\x0b\x32\x18.fedsuite.v1.TensorChunkH\x00\x42\t\n\x07payload\"U\n\rUpdateSummary\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x11\n\tn_samples\x18\x01 \x01(\x03\x12\x12\n\ntrain_loss\x18\x02 \x01(\x01\"{\n\rTrainResponse\x12-\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.fedsuite.v1.UpdateSummaryH\x00\x12\x30\n\x0cupdate_chunk\x18\x02 \x01(\x0b\x32\x18.fedsuite.v1.TensorChunkH\x00\x42\t\n\x07payload\"v\n\x0f\x45valuateRequest\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x16.fedsuite.v1.TrainTaskH\x00\x12\x30\n\x0cglobal_chunk\x18\x02 \x01(\x0b\x32\x18.fedsuite.v1.TensorChunkH\x00\x42\t\n\x07payload\"=\n\x10\x45valuateResponse\x12)\n\x07metrics\x18\x01 \x01(\x0b\x32\x18.fedsuite.v1.EvalMetrics2\xb6\x02\n\x05Party\x12S\n\x0c\x44\x65scribeData\x12 .fedsuite.v1.DescribeDataRequest\x1a!.fedsuite.v1.DescribeDataResponse\x12\x42\n\x05Train\x12\x19.fedsuite.v1.TrainRequest\x1a\x1a.fedsuite.v1.TrainResponse(\x01\x30\x01\x12I\n\x08\x45valuate\x12\x1c.fedsuite.v1.EvaluateRequest\x1a\x1d.fedsuite.v1.EvaluateResponse(\x01\x12I\n\x0bRunVertical\x12\x19.fedsuite.v1.VerticalTask\x1a\x1d.fedsuite.v1.VerticalProgress0\x01\x42\x8c\x01\n\x0f\x64\x65v.fedsuite.v1B\nPartyProtoP\x01Z:github.com/fedsuite/fedsuite/gen/go/fedsuite/v1;fedsuitev1\xa2\x02\x03\x46SX\xaa\x02\x0b\x46\x65\x64suite.V1\xca\x02\x0b\x46\x65\x64suite\\V1\xea\x02\x0c\x46\x65\x64suite::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64suite/v1/party.proto\x12\x0b\x66\x65\x64suite.v1\x1a\x18\x66\x65\x64suite/v1/common.proto\x1a\x1d\x66\x65\x64suite/v1/coordinator.proto\x1a\x18\x66\x65\x64suite/v1/tensor.proto\x1a\x1a\x66\x65\x64suite/v1/vertical.proto\"6\n\x13\x44\x65scribeDataRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"}\n\x14\x44\x65scribeDataResponse\x12\x0e\n\x06n_rows\x18\x01 \x01(\x03\x12\x12\n\nn_features\x18\x02 \x01(\x05\x12\x13\n\x0b\x66\x65\x61ture_sum\x18\x03 \x03(\x01\x12\x16\n\x0e\x66\x65\x61ture_sum_sq\x18\x04 \x03(\x01\x12\x14\n\x0c\x63lass_labels\x18\x05 \x03(\x03\"\x91\x03\n\tTrainTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12%\n\x05model\x18\x04 \x01(\x0b\x32\x16.fedsuite.v1.ModelSpec\x12\x12\n\nn_features\x18\x05 \x01(\x05\x12\x11\n\tn_classes\x18\x06 \x01(\x05\x12\x14\n\x0clocal_epochs\x18\x07 \x01(\x05\x12\x12\n\nbatch_size\x18\x08 \x01(\x05\x12\x15\n\rlearning_rate\x18\t \x01(\x01\x12%\n\x07penalty\x18\n \x01(\x0e\x32\x14.fedsuite.v1.Penalty\x12\r\n\x05\x61lpha\x18\x0b \x01(\x01\x12\x0c\n\x04seed\x18\x0c \x01(\x03\x12\x14\n\x0c\x66\x65\x61ture_mean\x18\r \x03(\x01\x12\x15\n\rfeature_scale\x18\x0e \x03(\x01\x12\x12\n\npaillier_n\x18\x0f \x01(\x0c\x12\x19\n\x11paillier_exponent\x18\x10 \x01(\x05\x12\x10\n\x08\x61ll_rows\x18\x11 \x01(\x08\x12\x13\n\x0bscores_path\x18\x12 \x01(\t\"s\n\x0cTrainRequest\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x16.fedsuite.v1.TrainTaskH\x00\x12\x30\n\x0cglobal_chunk\x18\x02 \x01(\x0b\x32\x18.fedsuite.v1.TensorChunkH\x00\x42\t\n\x07payload\"U\n\rUpdateSummary\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x11\n\tn_samples\x18\x01 \x01(\x03\x12\x12\n\ntrain_loss\x18\x02 \x01(\x01\"{\n\rTrainResponse\x12-\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.fedsuite.v1.UpdateSummaryH\x00\x12\x30\n\x0cupdate_chunk\x18\x02 \x01(\x0b\x32\x18.fedsuite.v1.TensorChunkH\x00\x42\t\n\x07payload\"v\n\x0f\x45valuateRequest\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x16.fedsuite.v1.TrainTaskH\x00\x12\x30\n\x0cglobal_chunk\x18\x02 \x01(\x0b\x32\x18.fedsuite.v1.TensorChunkH\x00\x42\t\n\x07payload\"S\n\x10\x45valuateResponse\x12)\n\x07metrics\x18\x01 \x01(\x0b\x32\x18.fedsuite.v1.EvalMetrics\x12\x14\n\x0crows_written\x18\x02 \x01(\x03\x32\xb6\x02\n\x05Party\x12S\n\x0c\x44\x65scribeData\x12 .fedsuite.v1.DescribeDataRequest\x1a!.fedsuite.v1.DescribeDataResponse\x12\x42\n\x05Train\x12\x19.fedsuite.v1.TrainRequest\x1a\x1a.fedsuite.v1.TrainResponse(\x01\x30\x01\x12I\n\x08\x45valuate\x12\x1c.fedsuite.v1.EvaluateRequest\x1a\x1d.fedsuite.v1.EvaluateResponse(\x01\x12I\n\x0bRunVertical\x12\x19.fedsuite.v1.VerticalTask\x1a\x1d.fedsuite.v1.VerticalProgress0\x01\x42\x8c\x01\n\x0f\x64\x65v.fedsuite.v1B\nPartyProtoP\x01Z:github.com/fedsuite/fedsuite/gen/go/fedsuite/v1;fedsuitev1\xa2\x02\x03\x46SX\xaa\x02\x0b\x46\x65\x64suite.V1\xca\x02\x0b\x46\x65\x64suite\\V1\xea\x02\x0c\x46\x65\x64suite::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,17 +42,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBEDATARESPONSE']._serialized_start=207
   _globals['_DESCRIBEDATARESPONSE']._serialized_end=332
   _globals['_TRAINTASK']._serialized_start=335
-  _globals['_TRAINTASK']._serialized_end=697
-  _globals['_TRAINREQUEST']._serialized_start=699
-  _globals['_TRAINREQUEST']._serialized_end=814
-  _globals['_UPDATESUMMARY']._serialized_start=816
-  _globals['_UPDATESUMMARY']._serialized_end=901
-  _globals['_TRAINRESPONSE']._serialized_start=903
-  _globals['_TRAINRESPONSE']._serialized_end=1026
-  _globals['_EVALUATEREQUEST']._serialized_start=1028
-  _globals['_EVALUATEREQUEST']._serialized_end=1146
-  _globals['_EVALUATERESPONSE']._serialized_start=1148
-  _globals['_EVALUATERESPONSE']._serialized_end=1209
-  _globals['_PARTY']._serialized_start=1212
-  _globals['_PARTY']._serialized_end=1522
+  _globals['_TRAINTASK']._serialized_end=736
+  _globals['_TRAINREQUEST']._serialized_start=738
+  _globals['_TRAINREQUEST']._serialized_end=853
+  _globals['_UPDATESUMMARY']._serialized_start=855
+  _globals['_UPDATESUMMARY']._serialized_end=940
+  _globals['_TRAINRESPONSE']._serialized_start=942
+  _globals['_TRAINRESPONSE']._serialized_end=1065
+  _globals['_EVALUATEREQUEST']._serialized_start=1067
+  _globals['_EVALUATEREQUEST']._serialized_end=1185
+  _globals['_EVALUATERESPONSE']._serialized_start=1187
+  _globals['_EVALUATERESPONSE']._serialized_end=1270
+  _globals['_PARTY']._serialized_start=1273
+  _globals['_PARTY']._serialized_end=1583
 # @@protoc_insertion_point(module_scope)

@@ -34,7 +34,7 @@ class DescribeDataResponse(_message.Message):
     def __init__(self, n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., feature_sum: _Optional[_Iterable[float]] = ..., feature_sum_sq: _Optional[_Iterable[float]] = ..., class_labels: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TrainTask(_message.Message):
-    __slots__ = ("job_id", "round", "dataset", "model", "n_features", "n_classes", "local_epochs", "batch_size", "learning_rate", "penalty", "alpha", "seed", "feature_mean", "feature_scale", "paillier_n", "paillier_exponent")
+    __slots__ = ("job_id", "round", "dataset", "model", "n_features", "n_classes", "local_epochs", "batch_size", "learning_rate", "penalty", "alpha", "seed", "feature_mean", "feature_scale", "paillier_n", "paillier_exponent", "all_rows", "scores_path")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,8 @@ class TrainTask(_message.Message):
     FEATURE_SCALE_FIELD_NUMBER: _ClassVar[int]
     PAILLIER_N_FIELD_NUMBER: _ClassVar[int]
     PAILLIER_EXPONENT_FIELD_NUMBER: _ClassVar[int]
+    ALL_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_PATH_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     round: int
     dataset: str
@@ -67,7 +69,9 @@ class TrainTask(_message.Message):
     feature_scale: _containers.RepeatedScalarFieldContainer[float]
     paillier_n: bytes
     paillier_exponent: int
-    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., dataset: _Optional[str] = ..., model: _Optional[_Union[_coordinator_pb2.ModelSpec, _Mapping]] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[_common_pb2.Penalty, str]] = ..., alpha: _Optional[float] = ..., seed: _Optional[int] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_scale: _Optional[_Iterable[float]] = ..., paillier_n: _Optional[bytes] = ..., paillier_exponent: _Optional[int] = ...) -> None: ...
+    all_rows: bool
+    scores_path: str
+    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., dataset: _Optional[str] = ..., model: _Optional[_Union[_coordinator_pb2.ModelSpec, _Mapping]] = ..., n_features: _Optional[int] = ..., n_classes: _Optional[int] = ..., local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., penalty: _Optional[_Union[_common_pb2.Penalty, str]] = ..., alpha: _Optional[float] = ..., seed: _Optional[int] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_scale: _Optional[_Iterable[float]] = ..., paillier_n: _Optional[bytes] = ..., paillier_exponent: _Optional[int] = ..., all_rows: _Optional[bool] = ..., scores_path: _Optional[str] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("task", "global_chunk")
@@ -106,7 +110,9 @@ class EvaluateRequest(_message.Message):
     def __init__(self, task: _Optional[_Union[TrainTask, _Mapping]] = ..., global_chunk: _Optional[_Union[_tensor_pb2.TensorChunk, _Mapping]] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
-    __slots__ = ("metrics",)
+    __slots__ = ("metrics", "rows_written")
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     metrics: _common_pb2.EvalMetrics
-    def __init__(self, metrics: _Optional[_Union[_common_pb2.EvalMetrics, _Mapping]] = ...) -> None: ...
+    rows_written: int
+    def __init__(self, metrics: _Optional[_Union[_common_pb2.EvalMetrics, _Mapping]] = ..., rows_written: _Optional[int] = ...) -> None: ...

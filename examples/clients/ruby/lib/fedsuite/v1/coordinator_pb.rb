@@ -79,7 +79,23 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
         optional :horizontal, :message, 2, "fedsuite.v1.HorizontalJobSpec"
         optional :vertical, :message, 3, "fedsuite.v1.VerticalJobSpec"
         optional :vertical_predict, :message, 4, "fedsuite.v1.VerticalPredictSpec"
+        optional :horizontal_predict, :message, 5, "fedsuite.v1.HorizontalPredictSpec"
       end
+    end
+    add_message "fedsuite.v1.HorizontalPredictSpec" do
+      optional :dataset, :string, 1
+      optional :model_job_id, :string, 2
+      optional :model_round, :int32, 3
+      repeated :parties, :string, 4
+      optional :rows, :enum, 5, "fedsuite.v1.PredictRows"
+      optional :scores_path, :string, 6
+      optional :timeout, :message, 7, "google.protobuf.Duration"
+    end
+    add_message "fedsuite.v1.HorizontalPredictResult" do
+      optional :model_round, :int32, 1
+      map :party_metrics, :string, :message, 2, "fedsuite.v1.EvalMetrics"
+      optional :overall, :message, 3, "fedsuite.v1.EvalMetrics"
+      map :rows_written, :string, :int64, 4
     end
     add_message "fedsuite.v1.SubmitJobRequest" do
       optional :spec, :message, 1, "fedsuite.v1.JobSpec"
@@ -105,6 +121,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :created_at, :message, 10, "google.protobuf.Timestamp"
       optional :updated_at, :message, 11, "google.protobuf.Timestamp"
       optional :vertical_result, :message, 9, "fedsuite.v1.VerticalResult"
+      optional :horizontal_predict_result, :message, 12, "fedsuite.v1.HorizontalPredictResult"
     end
     add_message "fedsuite.v1.GetJobRequest" do
       optional :job_id, :string, 1
@@ -166,6 +183,11 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       value :SECURE_AGGREGATION_NONE, 1
       value :SECURE_AGGREGATION_PAILLIER, 2
     end
+    add_enum "fedsuite.v1.PredictRows" do
+      value :PREDICT_ROWS_UNSPECIFIED, 0
+      value :PREDICT_ROWS_ALL, 1
+      value :PREDICT_ROWS_HELD_OUT, 2
+    end
     add_enum "fedsuite.v1.JobState" do
       value :JOB_STATE_UNSPECIFIED, 0
       value :JOB_STATE_PENDING, 1
@@ -203,6 +225,8 @@ module Fedsuite
     ModelSpec = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.ModelSpec").msgclass
     HorizontalJobSpec = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.HorizontalJobSpec").msgclass
     JobSpec = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.JobSpec").msgclass
+    HorizontalPredictSpec = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.HorizontalPredictSpec").msgclass
+    HorizontalPredictResult = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.HorizontalPredictResult").msgclass
     SubmitJobRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.SubmitJobRequest").msgclass
     SubmitJobResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.SubmitJobResponse").msgclass
     RoundMetrics = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.RoundMetrics").msgclass
@@ -219,6 +243,7 @@ module Fedsuite
     ModelInfo = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.ModelInfo").msgclass
     ModelType = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.ModelType").enummodule
     SecureAggregation = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.SecureAggregation").enummodule
+    PredictRows = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.PredictRows").enummodule
     JobState = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.JobState").enummodule
     JobEventType = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("fedsuite.v1.JobEventType").enummodule
   end

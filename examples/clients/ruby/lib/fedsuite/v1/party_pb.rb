@@ -38,6 +38,8 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       repeated :feature_scale, :double, 14
       optional :paillier_n, :bytes, 15
       optional :paillier_exponent, :int32, 16
+      optional :all_rows, :bool, 17
+      optional :scores_path, :string, 18
     end
     add_message "fedsuite.v1.TrainRequest" do
       oneof :payload do
@@ -65,6 +67,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
     end
     add_message "fedsuite.v1.EvaluateResponse" do
       optional :metrics, :message, 1, "fedsuite.v1.EvalMetrics"
+      optional :rows_written, :int64, 2
     end
   end
 end
